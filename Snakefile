@@ -1,0 +1,22 @@
+# sccohort: multi-sample scRNA-seq from count matrices to QC, integration, annotation,
+# pseudobulk differential expression and one HTML report.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/annotation.smk"
+include: "workflow/rules/de.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,141 @@
+"""Per-sample doublet detection with Scrublet, on that sample's raw counts only.
+
+Doublets form when two cells share a droplet of one 10x lane, so they are called per sample
+(per lane); simulating doublets from a merged cohort would pair cells that never met.
+
+Threshold: Scrublet's automatic threshold is the minimum between the two modes of the
+simulated-doublet score histogram (skimage's threshold_minimum). When that histogram is not
+bimodal, the automatic threshold either fails or lands inside the singlet mode and calls far
+more doublets than can exist. In both cases the fallback `doublets.fallback_threshold` from the
+config is used, and the reason is recorded: "not bimodal" when the automatic method failed,
+"implausible" when it would call more than IMPLAUSIBLE_FACTOR times the expected rate (and
+at least MIN_IMPLAUSIBLE_RATE of cells).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+# 10x Chromium: about 0.8% doublets per 1,000 cells recovered (10x user guide, v3 chemistry).
+RATE_PER_THOUSAND_CELLS = 0.008
+MIN_EXPECTED_RATE = 0.001
+MAX_EXPECTED_RATE = 0.3
+IMPLAUSIBLE_FACTOR = 4.0
+MIN_IMPLAUSIBLE_RATE = 0.1
+
+
+def expected_doublet_rate(n_cells_recovered: int) -> float:
+    """Expected doublet rate for a 10x lane that recovered `n_cells_recovered` cells."""
+    rate = RATE_PER_THOUSAND_CELLS * n_cells_recovered / 1000
+    return float(np.clip(rate, MIN_EXPECTED_RATE, MAX_EXPECTED_RATE))
+
+
+def score_doublets(
+    counts,
+    expected_rate: float,
+    seed: int = 0,
+    n_prin_comps: int = 30,
+    fallback_threshold: float = 0.25,
+) -> tuple[pd.DataFrame, dict]:
+    """Scrublet scores and calls for a cells x genes raw-count matrix.
+
+    Returns a frame (doublet_score, predicted_doublet) in the row order of `counts` and a
+    dict describing the call (threshold, its source, rates, simulated scores for the histogram).
+    """
+    import scrublet
+
+    n_cells, n_genes = counts.shape
+    n_prin_comps = int(min(n_prin_comps, n_cells - 1, n_genes - 1))
+    scrub = scrublet.Scrublet(counts, expected_doublet_rate=expected_rate, random_state=seed)
+    # Scrublet prints progress to stdout; keep it out of the rule's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        scores, _ = scrub.scrub_doublets(
+            n_prin_comps=n_prin_comps,
+            # Exact neighbours: annoy's parallel index build is not reproducible across core counts.
+            use_approx_neighbors=False,
+            verbose=False,
+        )
+        automatic = scrub.call_doublets(verbose=False)
+    info = {
+        "expected_rate": expected_rate,
+        "n_prin_comps": n_prin_comps,
+        "simulated_scores": np.asarray(scrub.doublet_scores_sim_, dtype=float),
+    }
+    if automatic is None:
+        threshold = fallback_threshold
+        source = "fallback (config doublets.fallback_threshold): simulated score histogram not bimodal"
+    else:
+        threshold = float(scrub.threshold_)
+        called_rate = float(np.mean(scores > threshold))
+        if called_rate > max(IMPLAUSIBLE_FACTOR * expected_rate, MIN_IMPLAUSIBLE_RATE):
+            source = (
+                f"fallback (config doublets.fallback_threshold): automatic threshold {threshold:.3f} would call "
+                f"{called_rate:.1%} of cells, implausible for an expected rate of {expected_rate:.1%}"
+            )
+            threshold = fallback_threshold
+        else:
+            source = "automatic (minimum between the modes of the simulated-doublet score histogram)"
+    predicted = scores > threshold
+    info.update(
+        threshold=float(threshold),
+        threshold_source=source,
+        detected_rate=float(np.mean(predicted)),
+        n_doublets=int(predicted.sum()),
+    )
+    frame = pd.DataFrame({"doublet_score": scores.astype(float), "predicted_doublet": predicted})
+    return frame, info
+
+
+def call_doublets(
+    adata: ad.AnnData,
+    doublet_config: dict,
+    n_cells_recovered: int,
+    seed: int = 0,
+    expected_rate_override: float | None = None,
+) -> tuple[ad.AnnData, dict]:
+    """Add obs doublet_score and predicted_doublet to `adata` (one sample's cells, raw counts in X).
+
+    Samples with fewer than doublet_config["min_cells"] cells are skipped with a recorded warning:
+    Scrublet's kNN classifier and PCA need a few hundred cells to mean anything.
+    """
+    if expected_rate_override is not None:
+        expected_rate, rate_source = float(expected_rate_override), "sample sheet column expected_doublet_rate"
+    elif doublet_config.get("expected_rate") is not None:
+        expected_rate, rate_source = float(doublet_config["expected_rate"]), "config doublets.expected_rate"
+    else:
+        expected_rate = expected_doublet_rate(n_cells_recovered)
+        rate_source = f"10x: 0.8% per 1,000 cells recovered ({n_cells_recovered} cells)"
+    min_cells = int(doublet_config.get("min_cells", 200))
+    info: dict = {"expected_rate": expected_rate, "expected_rate_source": rate_source}
+    if adata.n_obs < min_cells:
+        adata.obs["doublet_score"] = np.nan
+        adata.obs["predicted_doublet"] = False
+        info.update(
+            skipped=(
+                f"doublet calling skipped: {adata.n_obs} cells after QC, fewer than doublets.min_cells "
+                f"({min_cells})"
+            ),
+            threshold=None,
+            threshold_source="none",
+            detected_rate=None,
+            n_doublets=0,
+            simulated_scores=np.array([]),
+        )
+        return adata, info
+    frame, scored = score_doublets(
+        adata.X,
+        expected_rate,
+        seed=seed,
+        n_prin_comps=int(doublet_config.get("n_prin_comps", 30)),
+        fallback_threshold=float(doublet_config.get("fallback_threshold", 0.25)),
+    )
+    scored.pop("expected_rate")
+    info.update(scored)
+    adata.obs["doublet_score"] = frame["doublet_score"].to_numpy()
+    adata.obs["predicted_doublet"] = frame["predicted_doublet"].to_numpy()
+    return adata, info

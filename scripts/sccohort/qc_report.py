@@ -1,0 +1,162 @@
+"""Figures and the self-contained HTML page of one sample's QC."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import html  # noqa: E402
+
+DISTRIBUTIONS = (
+    ("total_counts", "Total counts per cell", True),
+    ("n_genes_by_counts", "Genes detected per cell", True),
+    ("pct_counts_mt", "% mitochondrial counts", False),
+)
+
+
+def plot_distributions(cells: pd.DataFrame, thresholds: dict):
+    """Histograms of each metric before (all barcodes) and after (kept cells), thresholds drawn."""
+    fig, axes = plt.subplots(1, len(DISTRIBUTIONS), figsize=(13, 3.6))
+    for ax, (metric, label, log_scale) in zip(axes, DISTRIBUTIONS):
+        values = cells[metric].astype(float)
+        if values.notna().sum() == 0:
+            ax.text(0.5, 0.5, "not computed\n(no genes of this class)", ha="center", va="center")
+            ax.set_title(label)
+            continue
+        finite = values.dropna()
+        if log_scale:
+            finite = finite[finite > 0]
+            bins = np.logspace(np.log10(max(finite.min(), 1)), np.log10(finite.max() + 1), 60)
+            ax.set_xscale("log")
+        else:
+            bins = np.linspace(0, max(finite.max(), 1), 60)
+        ax.hist(finite, bins=bins, color="#bbb", label=f"before QC (n={len(cells)})")
+        kept = cells.loc[cells["pass"].astype(bool), metric].dropna()
+        ax.hist(kept, bins=bins, color="#2a6", alpha=0.8, label=f"kept (n={len(kept)})")
+        for bound, style in (("lower", "--"), ("upper", ":")):
+            limit = thresholds.get(metric, {}).get(bound)
+            if limit is not None:
+                ax.axvline(limit, color="#c22", linestyle=style, label=f"{bound} {limit:.4g}")
+        ax.set_title(label)
+        ax.set_ylabel("cells")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_doublet_scores(cells: pd.DataFrame, doublets: dict):
+    """Scrublet: observed and simulated score histograms with the threshold used."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    observed = cells["doublet_score"].dropna().astype(float)
+    if doublets.get("skipped") or observed.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, doublets.get("skipped", "no doublet scores"), ha="center", va="center", wrap=True)
+            ax.set_axis_off()
+        return fig
+    histogram = doublets.get("simulated_histogram", {})
+    bins = np.linspace(0, 1, 51)
+    axes[0].hist(observed, bins=bins, color="#48a")
+    axes[0].set_yscale("log")
+    axes[0].set_title("Observed transcriptomes")
+    if histogram:
+        edges = np.asarray(histogram["edges"])
+        axes[1].stairs(histogram["counts"], edges, fill=True, color="#a64")
+    axes[1].set_yscale("log")
+    axes[1].set_title("Simulated doublets")
+    for ax in axes:
+        ax.axvline(doublets["threshold"], color="#c22", linestyle="--", label=f"threshold {doublets['threshold']:.3f}")
+        ax.set_xlabel("Scrublet doublet score")
+        ax.set_ylabel("count")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def removal_counts(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells kept and removed by each reason (a cell failing two tests counts under both)."""
+    reasons = cells["fail_reason"].fillna("").astype(str)
+    rows = [("kept", int(cells["pass"].astype(bool).sum()))]
+    counts = pd.Series([r for value in reasons for r in value.split(";") if r]).value_counts()
+    rows += [(str(reason), int(n)) for reason, n in counts.items()]
+    return pd.DataFrame(rows, columns=["category", "cells"])
+
+
+def plot_removed(cells: pd.DataFrame):
+    counts = removal_counts(cells)
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(counts) + 1))
+    colours = ["#2a6" if c == "kept" else "#c55" for c in counts["category"]]
+    ax.barh(counts["category"], counts["cells"], color=colours)
+    for y, value in enumerate(counts["cells"]):
+        ax.text(value, y, f" {value}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("cells")
+    ax.set_title("Cells kept and removed by reason")
+    fig.tight_layout()
+    return fig
+
+
+def threshold_table(thresholds: dict) -> pd.DataFrame:
+    rows = []
+    for metric in ("total_counts", "n_genes_by_counts", "pct_counts_mt"):
+        entry = thresholds.get("qc", {}).get(metric, {})
+        for bound in ("lower", "upper"):
+            rows.append(
+                {
+                    "metric": metric,
+                    "bound": bound,
+                    "value": entry.get(bound),
+                    "source": entry.get("skipped") or entry.get(f"{bound}_source", "none"),
+                }
+            )
+    doublets = thresholds.get("doublets", {})
+    rows.append(
+        {
+            "metric": "doublet_score",
+            "bound": "upper",
+            "value": doublets.get("threshold"),
+            "source": doublets.get("skipped") or doublets.get("threshold_source", "none"),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def render_sample_page(sample: str, cells: pd.DataFrame, thresholds: dict, figures: dict[str, str]) -> str:
+    """The self-contained QC page of one sample; `figures` maps name to a data URI."""
+    status = thresholds.get("status", {})
+    warnings = [w for w in (status.get("warning"), thresholds.get("doublets", {}).get("skipped")) if w]
+    warnings += thresholds.get("notes", [])
+    summary = pd.DataFrame(
+        [
+            ("cells in", status.get("n_cells_input")),
+            ("cells passing QC thresholds", status.get("n_cells_after_qc")),
+            ("predicted doublets", status.get("n_doublets")),
+            ("cells kept", status.get("n_cells_kept")),
+            ("median genes (kept)", _median(cells, "n_genes_by_counts")),
+            ("median % mito (kept)", _median(cells, "pct_counts_mt")),
+            ("expected doublet rate", thresholds.get("doublets", {}).get("expected_rate")),
+        ],
+        columns=["", "value"],
+    )
+    warn_html = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in warnings)
+    sections = [
+        ("summary", "Summary", warn_html + html.table(summary)),
+        (
+            "thresholds",
+            "Thresholds applied",
+            html.table(threshold_table(thresholds))
+            + html.image(figures["distributions"], "QC metric distributions", "Grey: all barcodes; green: kept.")
+            + html.table(removal_counts(cells))
+            + html.image(figures["removed"], "cells removed by reason"),
+        ),
+        ("doublets", "Doublets (Scrublet)", html.image(figures["doublets"], "Scrublet score histograms")),
+    ]
+    return html.page(f"QC of sample {sample}", sections)
+
+
+def _median(cells: pd.DataFrame, metric: str):
+    values = cells.loc[cells["pass"].astype(bool), metric].astype(float).dropna()
+    return round(float(values.median()), 2) if len(values) else None

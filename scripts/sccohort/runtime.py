@@ -1,0 +1,159 @@
+"""Process set-up shared by every rule script: logging, caches, thread caps, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def configure_environment(threads: int = 1, cache_root: str | os.PathLike | None = None) -> None:
+    """Cap BLAS/numba threads at the rule's `threads` and point caches at writable folders.
+
+    Must run before numpy, numba or matplotlib are imported: they read these variables once.
+    Cluster nodes often have a read-only or shared home, so the numba and matplotlib caches
+    go to a folder the job can write (by default .snakemake/sccohort_cache in the working
+    directory, shared by all jobs so numba compiles once per machine, not once per job).
+    """
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = str(max(1, int(threads)))
+    root = Path(cache_root) if cache_root else Path.cwd() / ".snakemake" / "sccohort_cache"
+    for name, sub in (("NUMBA_CACHE_DIR", "numba"), ("MPLCONFIGDIR", "matplotlib")):
+        if not os.environ.get(name):
+            path = root / sub
+            path.mkdir(parents=True, exist_ok=True)
+            os.environ[name] = str(path)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def get_logger(log_path: str | os.PathLike | None = None, name: str = "sccohort") -> logging.Logger:
+    """A logger writing to the rule's log file (and stderr), never duplicating handlers."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    A killed or failing job therefore never leaves a half-written output under its final name.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_table(df, path: str | os.PathLike, index: bool = False) -> None:
+    """Write a TSV (gzipped when the name ends in .gz) atomically."""
+    compression = "gzip" if str(path).endswith(".gz") else None
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=index, compression=compression)
+
+
+def write_h5ad(adata, path: str | os.PathLike) -> None:
+    """Write an AnnData atomically (lzf: fast, and a fraction of gzip's write time)."""
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="lzf")
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def package_versions(names=None) -> dict[str, str]:
+    """Versions of the packages that shaped a result, for uns and the report."""
+    from importlib import metadata
+
+    names = names or (
+        "scanpy",
+        "anndata",
+        "numpy",
+        "scipy",
+        "pandas",
+        "scikit-learn",
+        "scrublet",
+        "harmonypy",
+        "pydeseq2",
+        "leidenalg",
+        "igraph",
+        "umap-learn",
+        "matplotlib",
+        "snakemake",
+    )
+    versions = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def run_rule(main, smk) -> None:
+    """Run a rule script's `main(smk, log)` with caches, thread caps and logging set up.
+
+    Errors are written to the rule's log (an InputError as its message alone, anything else
+    with its traceback) and re-raised, so Snakemake marks the job failed and removes its outputs.
+    """
+    configure_environment(smk.threads)
+    log = get_logger(smk.log[0] if smk.log else None)
+    try:
+        main(smk, log)
+    except Exception as error:
+        from .errors import InputError
+
+        if isinstance(error, InputError):
+            log.error("%s", error)
+        else:
+            log.exception("rule %s failed", getattr(smk, "rule", "?"))
+        raise

@@ -1,0 +1,143 @@
+"""Sample sheet loading and checks that run when the DAG is built, before any heavy rule.
+
+Every error names the sheet, the row (as the user sees it: line numbers count the header as
+line 1), the column and the value, and says what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import InputError
+
+SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+REQUIRED_COLUMNS = ("sample", "path", "condition", "donor")
+# Optional columns with a meaning to the workflow; every other column is a covariate.
+OVERRIDE_COLUMNS = {
+    "min_counts": "qc.min_counts",
+    "min_genes": "qc.min_genes",
+    "max_genes": "qc.max_genes",
+    "max_pct_mt": "qc.max_pct_mt",
+    "n_mads": "qc.n_mads_counts and qc.n_mads_genes",
+    "n_mads_mt": "qc.n_mads_mt",
+    "expected_doublet_rate": "doublets.expected_rate",
+}
+READER_COLUMNS = ("counts_layer", "genome")
+# Columns written by the workflow itself; a sheet column of the same name would be overwritten.
+RESERVED_COLUMNS = (
+    "total_counts",
+    "n_genes_by_counts",
+    "pct_counts_mt",
+    "doublet_score",
+    "predicted_doublet",
+    "pass",
+    "fail_reason",
+    "cell_type",
+)
+
+
+def read_sample_sheet(path: str | Path) -> pd.DataFrame:
+    """Read the sheet as strings (ids like 01 or 1e5 must not become numbers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Sample sheet {path} does not exist: create it or set 'samples:' in the config.")
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"Sample sheet {path} is empty: it needs a header line and one row per sample.")
+    except pd.errors.ParserError as exc:
+        raise InputError(f"Sample sheet {path} is not a valid tab-separated table ({exc}); check for stray tabs.")
+    sheet.columns = [str(c).strip() for c in sheet.columns]
+    sheet = sheet.apply(lambda col: col.str.strip())
+    return sheet
+
+
+def check_sample_sheet(sheet: pd.DataFrame, path: str | Path, workdir: str | Path = ".") -> pd.DataFrame:
+    """Check the sheet and return it with `batch` filled in and `sample` as index.
+
+    Raises InputError naming the row, column and value at fault.
+    """
+    path = Path(path)
+    if len(sheet.columns) == 1 and "," in sheet.columns[0]:
+        raise InputError(f"Sample sheet {path} looks comma-separated: it must be tab-separated (TSV).")
+    missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
+    if missing:
+        raise InputError(
+            f"Sample sheet {path} lacks the required column(s) {', '.join(missing)}; "
+            f"it has {', '.join(sheet.columns)}. Add them (see config/README.md)."
+        )
+    duplicated_columns = sheet.columns[sheet.columns.duplicated()].tolist()
+    if duplicated_columns:
+        raise InputError(f"Sample sheet {path} has the column(s) {', '.join(duplicated_columns)} more than once.")
+    clashes = [c for c in sheet.columns if c in RESERVED_COLUMNS]
+    if clashes:
+        raise InputError(
+            f"Sample sheet {path} has column(s) {', '.join(clashes)} whose names the workflow writes itself; rename them."
+        )
+    if sheet.empty:
+        raise InputError(f"Sample sheet {path} has a header but no samples: add one row per sample.")
+
+    def where(i: int, column: str) -> str:
+        return f"Sample sheet {path}, line {i + 2}, column '{column}'"
+
+    for i, row in sheet.iterrows():
+        for column in REQUIRED_COLUMNS:
+            if row[column] == "":
+                raise InputError(f"{where(i, column)} is empty: every sample needs a {column}.")
+        if not re.match(SAMPLE_ID_PATTERN, row["sample"]):
+            raise InputError(
+                f"{where(i, 'sample')}: sample id {row['sample']!r} is not allowed; use letters, digits, "
+                "'_', '.' and '-' only, starting with a letter or digit (it becomes part of file names)."
+            )
+        for column, option in OVERRIDE_COLUMNS.items():
+            if column in sheet.columns and row[column] != "":
+                try:
+                    value = float(row[column])
+                except ValueError:
+                    raise InputError(
+                        f"{where(i, column)}: {row[column]!r} is not a number; leave it empty to use {option}."
+                    ) from None
+                if value < 0 or (column == "expected_doublet_rate" and not 0 < value < 0.5):
+                    raise InputError(f"{where(i, column)}: {row[column]!r} is out of range.")
+    duplicated = sheet["sample"][sheet["sample"].duplicated(keep=False)]
+    if not duplicated.empty:
+        lines = ", ".join(str(i + 2) for i in duplicated.index)
+        raise InputError(
+            f"Sample sheet {path}: sample id {duplicated.iloc[0]!r} appears more than once (lines {lines}); "
+            "sample ids must be unique."
+        )
+    for i, row in sheet.iterrows():
+        input_path = Path(row["path"])
+        if not input_path.is_absolute():
+            input_path = Path(workdir) / input_path
+        if not input_path.exists():
+            raise InputError(
+                f"{where(i, 'path')}: input {row['path']!r} of sample {row['sample']!r} does not exist "
+                f"(relative paths are relative to {Path(workdir).resolve()}); fix the path."
+            )
+    sheet = sheet.copy()
+    if "batch" not in sheet.columns:
+        sheet["batch"] = ""
+    sheet["batch"] = sheet["batch"].where(sheet["batch"] != "", sheet["sample"])
+    return sheet.set_index("sample", drop=False)
+
+
+def covariate_columns(sheet: pd.DataFrame) -> list[str]:
+    """The sheet columns that describe samples (copied into obs): all but path and reader/override columns."""
+    skip = {"path", *OVERRIDE_COLUMNS, *READER_COLUMNS}
+    return [c for c in sheet.columns if c not in skip]
+
+
+def sample_override(row: pd.Series | dict, column: str) -> float | None:
+    """The per-sample override in `column`, or None when the sheet leaves it empty."""
+    value = row.get(column, "") if hasattr(row, "get") else ""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if value != value else value

@@ -1,0 +1,89 @@
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The workflow's logic lives in scripts/sccohort; the DAG-time checks import it from there.
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
+from sccohort.errors import InputError  # noqa: E402
+from sccohort import sheet as sample_sheet  # noqa: E402
+from sccohort import config_checks  # noqa: E402
+
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+try:
+    samples = sample_sheet.check_sample_sheet(
+        sample_sheet.read_sample_sheet(config["samples"]), config["samples"]
+    )
+    validate(samples, schema="../schemas/samples.schema.yaml", set_default=False)
+    config_checks.check_config(config, samples)
+except InputError as error:
+    raise WorkflowError(f"sccohort: {error}") from None
+
+SAMPLES = list(samples.index)
+RESULTS = config["results"]
+SEED = config["seed"]
+
+
+wildcard_constraints:
+    sample="|".join(SAMPLES),
+
+
+def sample_input(wildcards):
+    return samples.loc[wildcards.sample, "path"]
+
+
+def sample_row(wildcards):
+    """The sheet row of one sample as a plain dict (passed to the rule scripts as params)."""
+    return samples.loc[wildcards.sample].to_dict()
+
+
+def input_size_mb(paths):
+    """Total size on disk of the given files or directories, in MB."""
+    total = 0
+    for path in [paths] if isinstance(paths, str) else paths:
+        path = Path(path)
+        if path.is_dir():
+            total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        elif path.exists():
+            total += path.stat().st_size
+    return total / 1e6
+
+
+def mem_mb_from_input(base_mb, per_input_mb):
+    """A resources callable: memory grows with the input's size and doubles with each retry,
+    so `--retries` recovers from an out-of-memory kill."""
+
+    def mem_mb(wildcards, input, attempt):
+        return int((base_mb + per_input_mb * input_size_mb(input)) * 2 ** (attempt - 1))
+
+    return mem_mb
+
+
+def runtime_from_input(base_min, per_input_mb):
+    def runtime(wildcards, input, attempt):
+        return int((base_min + per_input_mb * input_size_mb(input)) * attempt)
+
+    return runtime
+
+
+def qc_outputs():
+    return expand(
+        f"{RESULTS}/qc/{{sample}}/{{name}}",
+        sample=SAMPLES,
+        name=["cells.tsv.gz", "filtered.h5ad", "thresholds.json", "report.html"],
+    )
+
+
+def all_outputs():
+    # Each stage's rules file defines its <stage>_outputs(); rule all asks for all of them.
+    return (
+        qc_outputs()
+        + cohort_outputs()
+        + annotation_outputs()
+        + de_outputs()
+        + report_outputs()
+    )
