@@ -6,7 +6,6 @@ from sccohort.runtime import run_rule
 def main(smk, log):
     import anndata as ad
     import numpy as np
-
     from sccohort import doublets, qc, runtime
     from sccohort.sheet import sample_override
 
@@ -23,8 +22,13 @@ def main(smk, log):
     if info.get("skipped"):
         log.warning("sample %s: %s", sample, info["skipped"])
     else:
-        log.info("sample %s: threshold %.3f (%s), %d doublets", sample, info["threshold"], info["threshold_source"],
-                 info["n_doublets"])
+        log.info(
+            "sample %s: threshold %.3f (%s), %d doublets",
+            sample,
+            info["threshold"],
+            info["threshold_source"],
+            info["n_doublets"],
+        )
     adata.obs["doublet_score"] = np.nan
     adata.obs["predicted_doublet"] = False
     adata.obs.loc[passing.obs_names, "doublet_score"] = passing.obs["doublet_score"].to_numpy()
@@ -51,8 +55,10 @@ def main(smk, log):
         "notes": notes,
         "mt_prefix": adata.uns["qc_metric_notes"].get("mt_prefix"),
     }
-    kept.uns["qc_thresholds"] = {"qc": adata.uns["qc_thresholds"], "doublets": {
-        k: v for k, v in info.items() if k != "simulated_histogram"}}
+    kept.uns["qc_thresholds"] = {
+        "qc": adata.uns["qc_thresholds"],
+        "doublets": {k: v for k, v in info.items() if k != "simulated_histogram"},
+    }
     kept.uns.pop("qc_metric_notes", None)
     runtime.write_table(cells, smk.output.cells)
     runtime.write_json(thresholds, smk.output.thresholds)

@@ -10,7 +10,13 @@ def main(smk, log):
     adata = io.read_sample(smk.input.matrix, counts_layer=row.get("counts_layer"), genome=row.get("genome"))
     for column in smk.params.covariates:
         adata.obs[column] = str(row[column])
-    log.info("sample %s: %d barcodes x %d genes from %s", row["sample"], adata.n_obs, adata.n_vars, smk.input.matrix)
+    log.info(
+        "sample %s: %d barcodes x %d genes from %s",
+        row["sample"],
+        adata.n_obs,
+        adata.n_vars,
+        smk.input.matrix,
+    )
     runtime.write_h5ad(adata, smk.output.h5ad)
 
 

@@ -8,7 +8,6 @@ def main(smk, log):
 
     import matplotlib.pyplot as plt
     import pandas as pd
-
     from sccohort import html, qc_report
     from sccohort.runtime import atomic_path
 

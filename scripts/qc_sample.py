@@ -5,12 +5,13 @@ from sccohort.runtime import run_rule
 
 def main(smk, log):
     import anndata as ad
-
     from sccohort import qc, runtime
     from sccohort.sheet import sample_override
 
     adata = ad.read_h5ad(smk.input.h5ad)
-    overrides = {column: sample_override(smk.params.sample_row, column) for column in smk.params.override_columns}
+    overrides = {
+        column: sample_override(smk.params.sample_row, column) for column in smk.params.override_columns
+    }
     adata, thresholds = qc.run_qc(adata, smk.params.qc, overrides)
     adata.uns["qc_thresholds"] = thresholds
     log.info("%d of %d barcodes pass the QC thresholds", int(adata.obs["qc_pass"].sum()), adata.n_obs)

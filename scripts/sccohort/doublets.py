@@ -104,7 +104,10 @@ def call_doublets(
     Scrublet's kNN classifier and PCA need a few hundred cells to mean anything.
     """
     if expected_rate_override is not None:
-        expected_rate, rate_source = float(expected_rate_override), "sample sheet column expected_doublet_rate"
+        expected_rate, rate_source = (
+            float(expected_rate_override),
+            "sample sheet column expected_doublet_rate",
+        )
     elif doublet_config.get("expected_rate") is not None:
         expected_rate, rate_source = float(doublet_config["expected_rate"]), "config doublets.expected_rate"
     else:

@@ -59,7 +59,9 @@ def image(uri: str, alt: str, caption: str | None = None) -> str:
     return f'<figure><img src="{uri}" alt="{escape(alt)}">{figcaption}</figure>'
 
 
-def table(df: pd.DataFrame, table_id: str | None = None, float_format: str = "{:.3g}", index: bool = False) -> str:
+def table(
+    df: pd.DataFrame, table_id: str | None = None, float_format: str = "{:.3g}", index: bool = False
+) -> str:
     """A plain HTML table, values escaped, numbers right-aligned."""
     frame = df.reset_index() if index else df
     head = "".join(f"<th>{escape(c)}</th>" for c in frame.columns)

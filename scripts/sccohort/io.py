@@ -97,7 +97,9 @@ def read_10x_mtx_dir(folder: Path) -> ad.AnnData:
     features = pd.read_csv(features_file, sep="\t", header=None, dtype=str)
     gene_ids = features.iloc[:, 0].to_numpy()
     symbols = features.iloc[:, 1].to_numpy() if features.shape[1] > 1 else gene_ids
-    types = features.iloc[:, 2].to_numpy() if features.shape[1] > 2 else np.full(len(gene_ids), GENE_EXPRESSION)
+    types = (
+        features.iloc[:, 2].to_numpy() if features.shape[1] > 2 else np.full(len(gene_ids), GENE_EXPRESSION)
+    )
     if matrix.shape != (len(barcodes), len(gene_ids)):
         raise InputError(
             f"10x mtx directory {folder}: the matrix is {matrix.shape[1]} genes x {matrix.shape[0]} cells but "
@@ -130,7 +132,9 @@ def read_10x_h5_file(path: Path, genome: str | None = None) -> ad.AnnData:
             )
         else:
             if not groups:
-                raise InputError(f"Input {path} is an HDF5 file with no groups; it is not a Cell Ranger matrix.")
+                raise InputError(
+                    f"Input {path} is an HDF5 file with no groups; it is not a Cell Ranger matrix."
+                )
             if genome is None:
                 if len(groups) > 1:
                     raise InputError(
@@ -142,7 +146,9 @@ def read_10x_h5_file(path: Path, genome: str | None = None) -> ad.AnnData:
                 raise InputError(f"Input {path} has no genome {genome!r}; it has {', '.join(groups)}.")
             group = handle[genome]
             if "genes" not in group:
-                raise InputError(f"Input {path}: group {genome!r} is not a Cell Ranger v2 matrix (no 'genes').")
+                raise InputError(
+                    f"Input {path}: group {genome!r} is not a Cell Ranger v2 matrix (no 'genes')."
+                )
             gene_ids = group["genes"][:].astype(str)
             symbols = group["gene_names"][:].astype(str)
             types = np.full(len(gene_ids), GENE_EXPRESSION)
@@ -180,13 +186,19 @@ def read_h5ad_counts(path: Path, counts_layer: str | None = None) -> ad.AnnData:
         if adata.raw is not None and _is_integer_valued(adata.raw.X):
             hints.append(".raw (not supported directly: move it to a layer)")
         where = f"layer {counts_layer!r}" if counts_layer else "X"
-        hint = f" Layers that hold integer counts: {', '.join(hints)}; name one in counts_layer." if hints else ""
+        hint = (
+            f" Layers that hold integer counts: {', '.join(hints)}; name one in counts_layer."
+            if hints
+            else ""
+        )
         raise InputError(
             f"Input {path}: {where} does not hold raw integer counts (it looks normalised or log-transformed); "
             f"sccohort needs raw UMI counts.{hint}"
         )
     var = adata.var.copy()
-    symbol_column = next((c for c in ("gene_symbol", "gene_symbols", "feature_name", "symbol") if c in var), None)
+    symbol_column = next(
+        (c for c in ("gene_symbol", "gene_symbols", "feature_name", "symbol") if c in var), None
+    )
     id_column = next((c for c in ("gene_id", "gene_ids", "ensembl_id") if c in var), None)
     symbols = var[symbol_column].astype(str).to_numpy() if symbol_column else var.index.astype(str).to_numpy()
     gene_ids = var[id_column].astype(str).to_numpy() if id_column else symbols

@@ -83,7 +83,9 @@ def mad_limits(values: np.ndarray, n_mads: float) -> tuple[float, float, float, 
     return median, mad, median - n_mads * mad, median + n_mads * mad
 
 
-def _combine(adaptive: float | None, fixed: float | None, fixed_source: str, bound: str, adaptive_source: str):
+def _combine(
+    adaptive: float | None, fixed: float | None, fixed_source: str, bound: str, adaptive_source: str
+):
     """Pick the stricter of an adaptive and a fixed limit; return (value, source)."""
     options = [(v, s) for v, s in ((adaptive, adaptive_source), (fixed, fixed_source)) if v is not None]
     options = [(v, s) for v, s in options if np.isfinite(v)]
@@ -185,8 +187,8 @@ def apply_thresholds(obs: pd.DataFrame, thresholds: dict) -> tuple[pd.Series, pd
         else:
             failed = values > limit
         reasons[reason] = np.where(failed, reason, "")
-    fail_reason = reasons.apply(lambda row: ";".join(r for r in row if r), axis=1) if len(obs) else pd.Series(
-        dtype=str
+    fail_reason = (
+        reasons.apply(lambda row: ";".join(r for r in row if r), axis=1) if len(obs) else pd.Series(dtype=str)
     )
     fail_reason = fail_reason.astype(str).reindex(obs.index).fillna("")
     return fail_reason == "", fail_reason
@@ -239,8 +241,12 @@ def finalise_sample(
     doublet = obs["predicted_doublet"].fillna(False).astype(bool).to_numpy()
     fail_reason = obs["fail_reason"].astype(str).to_numpy().copy()
     if doublet_action == "remove":
-        fail_reason = np.array([";".join(r for r in (reason, "doublet") if r) if d else reason
-                                for reason, d in zip(fail_reason, doublet)])
+        fail_reason = np.array(
+            [
+                ";".join(r for r in (reason, "doublet") if r) if d else reason
+                for reason, d in zip(fail_reason, doublet, strict=True)
+            ]
+        )
     keep = fail_reason == ""
     table = obs.copy()
     table["fail_reason"] = fail_reason
@@ -270,7 +276,9 @@ def finalise_sample(
                 "(min_genes, max_pct_mt, n_mads ...), remove the sample, or set qc.failed_sample_policy: drop."
             )
         status["dropped"] = True
-        status["warning"] = f"{message} The sample is dropped from the cohort (qc.failed_sample_policy: drop)."
+        status["warning"] = (
+            f"{message} The sample is dropped from the cohort (qc.failed_sample_policy: drop)."
+        )
     kept = adata[keep].copy()
     for column in ("qc_pass", "fail_reason"):
         del kept.obs[column]

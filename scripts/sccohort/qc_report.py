@@ -21,7 +21,7 @@ DISTRIBUTIONS = (
 def plot_distributions(cells: pd.DataFrame, thresholds: dict):
     """Histograms of each metric before (all barcodes) and after (kept cells), thresholds drawn."""
     fig, axes = plt.subplots(1, len(DISTRIBUTIONS), figsize=(13, 3.6))
-    for ax, (metric, label, log_scale) in zip(axes, DISTRIBUTIONS):
+    for ax, (metric, label, log_scale) in zip(axes, DISTRIBUTIONS, strict=True):
         values = cells[metric].astype(float)
         if values.notna().sum() == 0:
             ax.text(0.5, 0.5, "not computed\n(no genes of this class)", ha="center", va="center")
@@ -54,7 +54,9 @@ def plot_doublet_scores(cells: pd.DataFrame, doublets: dict):
     observed = cells["doublet_score"].dropna().astype(float)
     if doublets.get("skipped") or observed.empty:
         for ax in axes:
-            ax.text(0.5, 0.5, doublets.get("skipped", "no doublet scores"), ha="center", va="center", wrap=True)
+            ax.text(
+                0.5, 0.5, doublets.get("skipped", "no doublet scores"), ha="center", va="center", wrap=True
+            )
             ax.set_axis_off()
         return fig
     histogram = doublets.get("simulated_histogram", {})
@@ -68,7 +70,12 @@ def plot_doublet_scores(cells: pd.DataFrame, doublets: dict):
     axes[1].set_yscale("log")
     axes[1].set_title("Simulated doublets")
     for ax in axes:
-        ax.axvline(doublets["threshold"], color="#c22", linestyle="--", label=f"threshold {doublets['threshold']:.3f}")
+        ax.axvline(
+            doublets["threshold"],
+            color="#c22",
+            linestyle="--",
+            label=f"threshold {doublets['threshold']:.3f}",
+        )
         ax.set_xlabel("Scrublet doublet score")
         ax.set_ylabel("count")
         ax.legend(fontsize=7)
@@ -148,7 +155,9 @@ def render_sample_page(sample: str, cells: pd.DataFrame, thresholds: dict, figur
             "thresholds",
             "Thresholds applied",
             html.table(threshold_table(thresholds))
-            + html.image(figures["distributions"], "QC metric distributions", "Grey: all barcodes; green: kept.")
+            + html.image(
+                figures["distributions"], "QC metric distributions", "Grey: all barcodes; green: kept."
+            )
             + html.table(removal_counts(cells))
             + html.image(figures["removed"], "cells removed by reason"),
         ),

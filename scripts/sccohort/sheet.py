@@ -49,7 +49,9 @@ def read_sample_sheet(path: str | Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise InputError(f"Sample sheet {path} is empty: it needs a header line and one row per sample.")
     except pd.errors.ParserError as exc:
-        raise InputError(f"Sample sheet {path} is not a valid tab-separated table ({exc}); check for stray tabs.")
+        raise InputError(
+            f"Sample sheet {path} is not a valid tab-separated table ({exc}); check for stray tabs."
+        )
     sheet.columns = [str(c).strip() for c in sheet.columns]
     sheet = sheet.apply(lambda col: col.str.strip())
     return sheet
@@ -71,7 +73,9 @@ def check_sample_sheet(sheet: pd.DataFrame, path: str | Path, workdir: str | Pat
         )
     duplicated_columns = sheet.columns[sheet.columns.duplicated()].tolist()
     if duplicated_columns:
-        raise InputError(f"Sample sheet {path} has the column(s) {', '.join(duplicated_columns)} more than once.")
+        raise InputError(
+            f"Sample sheet {path} has the column(s) {', '.join(duplicated_columns)} more than once."
+        )
     clashes = [c for c in sheet.columns if c in RESERVED_COLUMNS]
     if clashes:
         raise InputError(

@@ -11,7 +11,6 @@ from sccohort.errors import InputError  # noqa: E402
 from sccohort import sheet as sample_sheet  # noqa: E402
 from sccohort import config_checks  # noqa: E402
 
-
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 try:
@@ -68,6 +67,13 @@ def runtime_from_input(base_min, per_input_mb):
         return int((base_min + per_input_mb * input_size_mb(input)) * attempt)
 
     return runtime
+
+
+def qc_passed_samples():
+    """Samples entering the cohort stage. Every sample gets a filtered.h5ad; one that fails QC under
+    qc.failed_sample_policy: drop is marked in its uns["qc_status"]["dropped"] and skipped by the merge,
+    so no checkpoint is needed."""
+    return SAMPLES
 
 
 def qc_outputs():

@@ -7,9 +7,6 @@ rule load_sample:
         matrix=sample_input,
     output:
         h5ad=temp(f"{RESULTS}/qc/{{sample}}/raw.h5ad"),
-    params:
-        sample_row=sample_row,
-        covariates=sample_sheet.covariate_columns(samples),
     log:
         "logs/qc/{sample}/load_sample.log",
     benchmark:
@@ -20,6 +17,9 @@ rule load_sample:
     resources:
         mem_mb=mem_mb_from_input(1000, 40),
         runtime=runtime_from_input(10, 0.5),
+    params:
+        sample_row=sample_row,
+        covariates=sample_sheet.covariate_columns(samples),
     script:
         "../../scripts/load_sample.py"
 
@@ -29,10 +29,6 @@ rule qc_sample:
         h5ad=f"{RESULTS}/qc/{{sample}}/raw.h5ad",
     output:
         h5ad=temp(f"{RESULTS}/qc/{{sample}}/qc_metrics.h5ad"),
-    params:
-        sample_row=sample_row,
-        qc=config["qc"],
-        override_columns=list(sample_sheet.OVERRIDE_COLUMNS),
     log:
         "logs/qc/{sample}/qc_sample.log",
     benchmark:
@@ -43,6 +39,10 @@ rule qc_sample:
     resources:
         mem_mb=mem_mb_from_input(1000, 6),
         runtime=runtime_from_input(10, 0.1),
+    params:
+        sample_row=sample_row,
+        qc=config["qc"],
+        override_columns=list(sample_sheet.OVERRIDE_COLUMNS),
     script:
         "../../scripts/qc_sample.py"
 
@@ -60,11 +60,6 @@ rule doublets_sample:
             labels={"sample": "{sample}", "table": "cells"},
         ),
         thresholds=f"{RESULTS}/qc/{{sample}}/thresholds.json",
-    params:
-        sample_row=sample_row,
-        qc=config["qc"],
-        doublets=config["doublets"],
-        seed=SEED,
     log:
         "logs/qc/{sample}/doublets_sample.log",
     benchmark:
@@ -75,6 +70,11 @@ rule doublets_sample:
     resources:
         mem_mb=mem_mb_from_input(1500, 10),
         runtime=runtime_from_input(15, 0.5),
+    params:
+        sample_row=sample_row,
+        qc=config["qc"],
+        doublets=config["doublets"],
+        seed=SEED,
     script:
         "../../scripts/doublets_sample.py"
 
@@ -127,6 +127,6 @@ rule qc_report_sample:
 
 
 rule qc:
+    default_target: False
     input:
         qc_outputs(),
-    default_target: False

@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine with Python 3.11:
+#   make run    creates .venv from requirements.lock and runs the workflow on the bundled example
+#   make test   creates .venv and runs the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: venv run test test-fast lint clean
+
+$(BIN)/snakemake: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/python -m pip check
+	touch $@
+
+venv: $(BIN)/snakemake
+
+run: venv
+	$(BIN)/snakemake --cores $(CORES)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow and not slurm and not browser" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf results logs benchmarks/*/ .snakemake

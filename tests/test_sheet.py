@@ -1,0 +1,153 @@
+"""Sample sheet and config are checked when the DAG is built, with messages naming what to fix."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, make_project, run_workflow
+from sccohort.errors import InputError
+from sccohort.sheet import check_sample_sheet, covariate_columns, read_sample_sheet, sample_override
+
+
+def write_sheet(tmp_path, rows, columns=("sample", "path", "condition", "donor")):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    for row in rows:
+        (tmp_path / row[1]).mkdir(parents=True, exist_ok=True) if row[1] else None
+    path = tmp_path / "samples.tsv"
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def check(tmp_path, rows, columns=("sample", "path", "condition", "donor")):
+    path = write_sheet(tmp_path, rows, columns)
+    return check_sample_sheet(read_sample_sheet(path), path, workdir=tmp_path)
+
+
+def test_valid_sheet_gets_batch_and_keeps_covariates(tmp_path):
+    sheet = check(
+        tmp_path,
+        [("S1", "data/S1", "ctrl", "d1", "F"), ("S2", "data/S2", "stim", "d1", "M")],
+        ("sample", "path", "condition", "donor", "sex"),
+    )
+    assert list(sheet["batch"]) == ["S1", "S2"]
+    assert covariate_columns(sheet) == ["sample", "condition", "donor", "sex", "batch"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "message"),
+    [
+        (
+            [("S1", "data/S1", "c", "d"), ("S1", "data/S2", "c", "d")],
+            None,
+            r"'S1' appears more than once \(lines 2, 3\)",
+        ),
+        ([("S 1", "data/S1", "c", "d")], None, r"line 2, column 'sample'.*'S 1' is not allowed"),
+        ([("S1", "data/S1", "c")], ("sample", "path", "condition"), "lacks the required column.*donor"),
+        ([("S1", "", "c", "d")], None, "column 'path' is empty"),
+        (
+            [("S1", "data/S1", "c", "d", "abc")],
+            ("sample", "path", "condition", "donor", "min_genes"),
+            "column 'min_genes': 'abc' is not a number",
+        ),
+        (
+            [("S1", "data/S1", "c", "d", "0.9")],
+            ("sample", "path", "condition", "donor", "expected_doublet_rate"),
+            "out of range",
+        ),
+        (
+            [("S1", "data/S1", "c", "d", "x")],
+            ("sample", "path", "condition", "donor", "doublet_score"),
+            "names the workflow writes itself",
+        ),
+    ],
+    ids=[
+        "duplicate-id",
+        "illegal-id",
+        "missing-column",
+        "empty-path",
+        "bad-override",
+        "rate-range",
+        "reserved",
+    ],
+)
+def test_bad_sheets_are_refused_by_name(tmp_path, rows, columns, message):
+    with pytest.raises(InputError, match=message):
+        check(tmp_path, rows, columns or ("sample", "path", "condition", "donor"))
+
+
+def test_missing_input_names_sample_and_path(tmp_path):
+    path = tmp_path / "samples.tsv"
+    pd.DataFrame(
+        [("S1", "nowhere/S1.h5", "c", "d")], columns=["sample", "path", "condition", "donor"]
+    ).to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"input 'nowhere/S1.h5' of sample 'S1' does not exist"):
+        check_sample_sheet(read_sample_sheet(path), path, workdir=tmp_path)
+
+
+def test_comma_separated_sheet_is_named(tmp_path):
+    path = tmp_path / "samples.tsv"
+    path.write_text("sample,path,condition,donor\nS1,x,c,d\n")
+    with pytest.raises(InputError, match="comma-separated"):
+        check_sample_sheet(read_sample_sheet(path), path, workdir=tmp_path)
+
+
+def test_sample_override_reads_numbers_and_blanks():
+    assert sample_override({"min_genes": "250"}, "min_genes") == 250
+    assert sample_override({"min_genes": ""}, "min_genes") is None
+    assert sample_override({}, "min_genes") is None
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    return make_project(
+        tmp_path_factory.mktemp("sheet"), samples=("nCoV_PBMC_1", "Normal_PBMC_5"), n_cells=60
+    )
+
+
+def dry_run(project, config_edit=None, sheet_edit=None):
+    config_path = project / "config" / "config.yaml"
+    sheet_path = project / "config" / "samples.tsv"
+    config_text, sheet_text = config_path.read_text(), sheet_path.read_text()
+    try:
+        if config_edit:
+            config = yaml.safe_load(config_text)
+            config_edit(config)
+            config_path.write_text(yaml.safe_dump(config))
+        if sheet_edit:
+            sheet_path.write_text(sheet_edit(sheet_text))
+        return run_workflow(project, "-n", check=False)
+    finally:
+        config_path.write_text(config_text)
+        sheet_path.write_text(sheet_text)
+
+
+def test_dag_time_errors_name_the_fault(tiny_project):
+    ok = dry_run(tiny_project)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    result = dry_run(
+        tiny_project, sheet_edit=lambda text: text.replace("Normal_PBMC_5\t", "Normal PBMC 5\t", 1)
+    )
+    assert result.returncode != 0
+    assert "sample id 'Normal PBMC 5' is not allowed" in result.stderr + result.stdout
+    result = dry_run(tiny_project, config_edit=lambda c: c["qc"].update(n_mads_mt=-1))
+    assert result.returncode != 0
+    assert "n_mads_mt" in result.stderr + result.stdout
+    result = dry_run(tiny_project, config_edit=lambda c: c["cohort"].update(default_resolution=0.7))
+    assert result.returncode != 0
+    assert "default_resolution 0.7 is not one of" in result.stderr + result.stdout
+    assert not (tiny_project / "results").exists()
+
+
+def test_every_schema_property_has_description_and_default():
+    for name in ("config.schema.yaml", "samples.schema.yaml"):
+        schema = yaml.safe_load((REPO / "workflow" / "schemas" / name).read_text())
+        stack = [("", schema)]
+        while stack:
+            where, node = stack.pop()
+            for key, prop in node.get("properties", {}).items():
+                assert "description" in prop, f"{name}: {where}{key} has no description"
+                assert "default" in prop, f"{name}: {where}{key} has no default"
+                stack.append((f"{where}{key}.", prop))
+                if "items" in prop and isinstance(prop["items"], dict):
+                    stack.append((f"{where}{key}[].", prop["items"]))

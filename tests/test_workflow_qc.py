@@ -1,0 +1,106 @@
+"""End to end: `snakemake qc` on real cells writes the per-sample contract and stops there."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SMALL_SAMPLES, make_project, run_workflow
+from sccohort.io import read_sample
+
+
+@pytest.fixture(scope="module")
+def qc_run(tmp_path_factory):
+    project = make_project(
+        tmp_path_factory.mktemp("qc_run"),
+        n_cells=400,
+        config_overrides={"doublets": {"action": "remove"}},
+    )
+    # One sample gets a sheet override that must show up in its thresholds.
+    sheet = pd.read_csv(project / "config" / "samples.tsv", sep="\t")
+    sheet["max_pct_mt"] = ""
+    sheet.loc[0, "max_pct_mt"] = 8
+    sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False)
+    result = run_workflow(project, "qc")
+    return project, result
+
+
+def test_qc_target_writes_every_sample_and_nothing_downstream(qc_run):
+    project, _ = qc_run
+    for sample in SMALL_SAMPLES:
+        for name in ("cells.tsv.gz", "filtered.h5ad", "thresholds.json", "report.html"):
+            assert (project / "results" / "qc" / sample / name).is_file(), f"{sample}/{name}"
+    assert not (project / "results" / "cohort").exists()
+    assert not list((project / "results").rglob("*.partial"))
+
+
+@pytest.mark.parametrize("sample", SMALL_SAMPLES)
+def test_cells_table_and_filtered_object_agree(qc_run, sample):
+    project, _ = qc_run
+    folder = project / "results" / "qc" / sample
+    cells = pd.read_csv(folder / "cells.tsv.gz", sep="\t")
+    raw = read_sample(project / "data" / sample)
+    # Every input barcode, once.
+    assert sorted(cells["barcode"]) == sorted(raw.obs_names)
+    kept = ad.read_h5ad(folder / "filtered.h5ad")
+    assert set(kept.obs_names) == set(cells.loc[cells["pass"], "barcode"])
+    assert (cells.loc[~cells["pass"], "fail_reason"].str.len() > 0).all()
+    assert (cells.loc[cells["pass"], "fail_reason"].fillna("") == "").all()
+    # Raw integer counts, unchanged from the input.
+    np.testing.assert_array_equal(kept.X.toarray(), raw[kept.obs_names].X.toarray())
+    for column in (
+        "sample",
+        "condition",
+        "donor",
+        "batch",
+        "total_counts",
+        "n_genes_by_counts",
+        "pct_counts_mt",
+        "pct_counts_ribo",
+        "pct_counts_hb",
+        "pct_counts_in_top_20_genes",
+        "doublet_score",
+        "predicted_doublet",
+    ):
+        assert column in kept.obs, column
+    assert (kept.obs["sample"] == sample).all()
+    assert not kept.obs["predicted_doublet"].any()  # action: remove
+    thresholds = json.loads((folder / "thresholds.json").read_text())
+    low = thresholds["qc"]["total_counts"]["lower"]
+    assert (kept.obs["total_counts"] >= low).all()
+    failed_low = cells["fail_reason"].fillna("").str.contains("low_counts")
+    assert (cells.loc[failed_low, "total_counts"] < low).all()
+    assert thresholds["doublets"]["threshold_source"]
+
+
+def test_sheet_override_applied(qc_run):
+    project, _ = qc_run
+    first = SMALL_SAMPLES[0]
+    thresholds = json.loads((project / "results" / "qc" / first / "thresholds.json").read_text())
+    mt = thresholds["qc"]["pct_counts_mt"]
+    assert mt["upper"] <= 8
+    if mt["upper"] == 8:
+        assert mt["upper_source"] == "sample sheet column max_pct_mt"
+    cells = pd.read_csv(project / "results" / "qc" / first / "cells.tsv.gz", sep="\t")
+    assert cells.loc[cells["pass"], "pct_counts_mt"].max() <= 8
+
+
+def test_report_page_is_self_contained(qc_run):
+    project, _ = qc_run
+    page = (project / "results" / "qc" / SMALL_SAMPLES[0] / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    for text in ("Thresholds applied", "Scrublet", "cells kept", SMALL_SAMPLES[0]):
+        assert text in page
+
+
+def test_benchmarks_and_logs_written(qc_run):
+    project, _ = qc_run
+    for rule in ("load_sample", "qc_sample", "doublets_sample", "qc_report_sample"):
+        bench = pd.read_csv(project / "benchmarks" / "qc" / SMALL_SAMPLES[0] / f"{rule}.tsv", sep="\t")
+        assert bench["max_rss"].iloc[0] > 0
+        assert (project / "logs" / "qc" / SMALL_SAMPLES[0] / f"{rule}.log").stat().st_size > 0
