@@ -160,3 +160,25 @@ def test_wrong_format_truncated_and_incomplete_inputs(tmp_path):
 def _touch(path: Path) -> Path:
     path.write_text("")
     return path
+
+
+def test_probe_catches_structural_faults_without_reading_data(tmp_path):
+    from sccohort.io import probe_input
+
+    assert probe_input(V3_H5) == "10x_h5"
+    assert probe_input(V3_MTX) == "10x_mtx"
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(V3_H5.read_bytes()[:20000])
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        probe_input(truncated)
+    incomplete = tmp_path / "nobarcodes"
+    shutil.copytree(V3_MTX, incomplete)
+    (incomplete / "barcodes.tsv.gz").unlink()
+    with pytest.raises(InputError, match="no barcodes.tsv"):
+        probe_input(incomplete)
+    with pytest.raises(InputError, match="several genomes"):
+        probe_input(TWO_GENOMES)
+    adata = read_sample(V3_H5)
+    adata.write_h5ad(tmp_path / "x.h5ad")
+    with pytest.raises(InputError, match="no layer 'counts'"):
+        probe_input(tmp_path / "x.h5ad", counts_layer="counts")

@@ -267,3 +267,65 @@ def check_counts(adata: ad.AnnData, path: str | Path) -> ad.AnnData:
     adata.X.sum_duplicates()
     adata.X.sort_indices()
     return adata
+
+
+def probe_input(path: str | Path, counts_layer: str | None = None, genome: str | None = None) -> str:
+    """Cheap structural check of one input, run for every sample when the DAG is built.
+
+    Reads headers only (HDF5 signature and group layout, file presence in mtx folders), so a
+    wrong, truncated or incomplete input fails `snakemake -n` in milliseconds instead of a job
+    on a cluster node. Content checks (integer counts, duplicate barcodes) need the data and
+    run in load_sample. Returns the detected format.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "10x_mtx":
+        for name, stems in (
+            ("matrix.mtx[.gz]", ("matrix.mtx",)),
+            ("barcodes.tsv[.gz]", ("barcodes.tsv",)),
+            ("features.tsv[.gz] or genes.tsv", ("features.tsv", "genes.tsv")),
+        ):
+            if _find(path, stems) is None:
+                raise InputError(
+                    f"10x mtx directory {path} has no {name}; point the sample sheet at a complete Cell Ranger "
+                    "output folder (matrix.mtx, barcodes.tsv and features.tsv/genes.tsv)."
+                )
+        return fmt
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            groups = list(handle.keys())
+            if fmt == "h5ad":
+                if counts_layer and counts_layer not in handle.get("layers", {}):
+                    layers = list(handle["layers"].keys()) if "layers" in handle else []
+                    raise InputError(
+                        f"Input {path} has no layer {counts_layer!r} (layers: {', '.join(layers) or 'none'}); "
+                        "fix the sample sheet's counts_layer column."
+                    )
+                if not counts_layer and "X" not in handle:
+                    raise InputError(
+                        f"Input {path} has no X matrix; name the layer with raw counts in counts_layer."
+                    )
+            elif "matrix" in groups:
+                missing = [
+                    k for k in ("data", "indices", "indptr", "shape", "barcodes") if k not in handle["matrix"]
+                ]
+                if missing:
+                    raise InputError(
+                        f"Input {path} is not a complete Cell Ranger matrix (missing {', '.join(missing)})."
+                    )
+            elif genome is None and len(groups) > 1:
+                raise InputError(
+                    f"Input {path} holds several genomes ({', '.join(groups)}); name one in the sample sheet's "
+                    "genome column."
+                )
+            elif not groups:
+                raise InputError(
+                    f"Input {path} is an HDF5 file with no groups; it is not a Cell Ranger matrix."
+                )
+    except OSError as exc:
+        raise InputError(
+            f"Input {path} cannot be opened as HDF5 ({exc}); the file may be corrupt or truncated."
+        )
+    return fmt

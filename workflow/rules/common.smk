@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from sccohort.errors import InputError  # noqa: E402
 from sccohort import sheet as sample_sheet  # noqa: E402
 from sccohort import config_checks  # noqa: E402
+from sccohort import io as sample_io  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
@@ -19,6 +20,15 @@ try:
     )
     validate(samples, schema="../schemas/samples.schema.yaml", set_default=False)
     config_checks.check_config(config, samples)
+    for _sample, _row in samples.iterrows():
+        try:
+            sample_io.probe_input(
+                _row["path"],
+                _row.get("counts_layer") or None,
+                _row.get("genome") or None,
+            )
+        except InputError as _error:
+            raise InputError(f"Sample {_sample!r}: {_error}") from None
 except InputError as error:
     raise WorkflowError(f"sccohort: {error}") from None
 
