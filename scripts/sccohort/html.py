@@ -59,8 +59,18 @@ def image(uri: str, alt: str, caption: str | None = None) -> str:
     return f'<figure><img src="{uri}" alt="{escape(alt)}">{figcaption}</figure>'
 
 
+def format_number(value) -> str:
+    """Counts as integers with thousands separators, other numbers to 3 significant digits."""
+    if value is None or pd.isna(value):
+        return ""
+    value = float(value)
+    if value.is_integer() or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
 def table(
-    df: pd.DataFrame, table_id: str | None = None, float_format: str = "{:.3g}", index: bool = False
+    df: pd.DataFrame, table_id: str | None = None, float_format: str | None = None, index: bool = False
 ) -> str:
     """A plain HTML table, values escaped, numbers right-aligned."""
     frame = df.reset_index() if index else df
@@ -69,11 +79,13 @@ def table(
     for row in frame.itertuples(index=False):
         cells = []
         for value in row:
-            if isinstance(value, float):
-                text = "" if pd.isna(value) else float_format.format(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                text = (
+                    float_format.format(value)
+                    if float_format and not pd.isna(value)
+                    else format_number(value)
+                )
                 cells.append(f'<td class="num">{escape(text)}</td>')
-            elif isinstance(value, (int,)) and not isinstance(value, bool):
-                cells.append(f'<td class="num">{value}</td>')
             else:
                 cells.append(f"<td>{escape(value)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
