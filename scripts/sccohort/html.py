@@ -87,7 +87,7 @@ def table(
                 )
                 cells.append(f'<td class="num">{escape(text)}</td>')
             else:
-                cells.append(f"<td>{escape(value)}</td>")
+                cells.append(f"<td>{'' if value is None else escape(value)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     id_attr = f' id="{escape(table_id)}"' if table_id else ""
     return f"<table{id_attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
