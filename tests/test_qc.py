@@ -161,3 +161,21 @@ def test_doublet_action_remove_versus_flag():
     assert (table.loc[table["predicted_doublet"], "fail_reason"] == "doublet").all()
     flagged, table, _ = qc.finalise_sample(adata.copy(), "flag", 1, "fail", "S1")
     assert flagged.n_obs == adata.n_obs and flagged.obs["predicted_doublet"].sum() == 10
+
+
+def test_atomic_outputs_get_normal_permissions_and_no_partial_file(tmp_path):
+    import os
+
+    from sccohort.runtime import atomic_path
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+        assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / "failed.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+    finally:
+        os.umask(umask)
