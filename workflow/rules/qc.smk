@@ -59,7 +59,13 @@ rule doublets_sample:
             subcategory="{sample}",
             labels={"sample": "{sample}", "table": "cells"},
         ),
-        thresholds=f"{RESULTS}/qc/{{sample}}/thresholds.json",
+        thresholds=report(
+            f"{RESULTS}/qc/{{sample}}/thresholds.json",
+            caption="../report/qc_thresholds.rst",
+            category="1. Quality control",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "table": "thresholds and status"},
+        ),
     log:
         "logs/qc/{sample}/doublets_sample.log",
     benchmark:
@@ -82,7 +88,13 @@ rule doublets_sample:
 rule qc_report_sample:
     input:
         cells=f"{RESULTS}/qc/{{sample}}/cells.tsv.gz",
-        thresholds=f"{RESULTS}/qc/{{sample}}/thresholds.json",
+        thresholds=report(
+            f"{RESULTS}/qc/{{sample}}/thresholds.json",
+            caption="../report/qc_thresholds.rst",
+            category="1. Quality control",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "table": "thresholds and status"},
+        ),
     output:
         html=report(
             f"{RESULTS}/qc/{{sample}}/report.html",
