@@ -1,0 +1,156 @@
+# Annotation stage: cell types for the clustered cohort (annotate_cells: marker scores, optional
+# CellTypist model and reference label transfer, written into results/cohort/integrated.h5ad,
+# the final object) and their figures and composition tables (annotation_figures).
+# Paths in the annotation block are relative to the working directory; one that does not exist
+# there but exists relative to the workflow's root (e.g. the shipped marker tables when the
+# workflow runs with -d elsewhere) is taken from there. The marker table, the resolution and the
+# optional files are checked here, before any job runs.
+
+# common.smk puts scripts/ on sys.path.
+from sccohort import annotate as annotation_lib
+
+try:
+    ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(
+        config, workflow.basedir
+    )
+except InputError as error:
+    raise WorkflowError(f"sccohort: {error}") from None
+
+ANNOTATION = f"{RESULTS}/annotation"
+ANNOTATION_FIGURES = f"{ANNOTATION}/figures"
+ANNOTATION_EXTRA_INPUTS = {
+    key: ANNOTATION_SETTINGS[key]
+    for key in ("celltypist_model", "reference")
+    if ANNOTATION_SETTINGS[key]
+}
+# method_agreement.tsv exists only when more than one method runs.
+ANNOTATION_AGREEMENT = (
+    {
+        "agreement": report(
+            f"{ANNOTATION}/method_agreement.tsv",
+            caption="../report/annotation_agreement.rst",
+            category="3. Annotation",
+            subcategory="Labels",
+            labels={"table": "method agreement"},
+        )
+    }
+    if len(ANNOTATION_SETTINGS["methods"]) > 1
+    else {}
+)
+ANNOTATION_OUTPUTS = [
+    f"{RESULTS}/cohort/integrated.h5ad",
+    f"{ANNOTATION}/cluster_annotation.tsv",
+    f"{ANNOTATION}/missing_markers.tsv",
+    *[str(path) for path in ANNOTATION_AGREEMENT.values()],
+    f"{ANNOTATION}/composition.tsv",
+    f"{ANNOTATION}/composition_by_condition.tsv",
+    f"{ANNOTATION_FIGURES}/umap_cell_type.png",
+    f"{ANNOTATION_FIGURES}/marker_dotplot.png",
+    f"{ANNOTATION_FIGURES}/composition.png",
+]
+# all_outputs() in common.smk calls annotation_outputs(). A lambda, not a function:
+# `snakemake --lint` flags rule files that define functions.
+annotation_outputs = lambda: list(ANNOTATION_OUTPUTS)
+
+
+rule annotate_cells:
+    input:
+        **ANNOTATION_EXTRA_INPUTS,
+        h5ad=f"{RESULTS}/cohort/clustered.h5ad",
+        markers=ANNOTATION_SETTINGS["markers"],
+    output:
+        **ANNOTATION_AGREEMENT,
+        h5ad=f"{RESULTS}/cohort/integrated.h5ad",
+        clusters=report(
+            f"{ANNOTATION}/cluster_annotation.tsv",
+            caption="../report/annotation_clusters.rst",
+            category="3. Annotation",
+            subcategory="Labels",
+            labels={"table": "cluster labels"},
+        ),
+        missing=report(
+            f"{ANNOTATION}/missing_markers.tsv",
+            caption="../report/annotation_missing.rst",
+            category="3. Annotation",
+            subcategory="Labels",
+            labels={"table": "missing marker genes"},
+        ),
+    log:
+        "logs/annotation/annotate_cells.log",
+    benchmark:
+        "benchmarks/annotation/annotate_cells.tsv"
+    conda:
+        "../../envs/annotation.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem_mb_from_input(2000, 8),
+        runtime=runtime_from_input(15, 0.1),
+    params:
+        cluster_key=ANNOTATION_SETTINGS["cluster_key"],
+        annotation=config["annotation"],
+        seed=SEED,
+    script:
+        "../../scripts/annotate_cells.py"
+
+
+rule annotation_figures:
+    input:
+        h5ad=f"{RESULTS}/cohort/integrated.h5ad",
+        markers=ANNOTATION_SETTINGS["markers"],
+    output:
+        composition=report(
+            f"{ANNOTATION}/composition.tsv",
+            caption="../report/annotation_composition.rst",
+            category="3. Annotation",
+            subcategory="Composition",
+            labels={"table": "cells per sample and cell type"},
+        ),
+        by_condition=report(
+            f"{ANNOTATION}/composition_by_condition.tsv",
+            caption="../report/annotation_composition.rst",
+            category="3. Annotation",
+            subcategory="Composition",
+            labels={"table": "cell-type fractions per condition"},
+        ),
+        umap=report(
+            f"{ANNOTATION_FIGURES}/umap_cell_type.png",
+            caption="../report/annotation_umap.rst",
+            category="3. Annotation",
+            subcategory="Labels",
+            labels={"figure": "UMAP by cell type"},
+        ),
+        dotplot=report(
+            f"{ANNOTATION_FIGURES}/marker_dotplot.png",
+            caption="../report/annotation_dotplot.rst",
+            category="3. Annotation",
+            subcategory="Labels",
+            labels={"figure": "marker dot plot"},
+        ),
+        bars=report(
+            f"{ANNOTATION_FIGURES}/composition.png",
+            caption="../report/annotation_composition.rst",
+            category="3. Annotation",
+            subcategory="Composition",
+            labels={"figure": "composition per sample and condition"},
+        ),
+    log:
+        "logs/annotation/annotation_figures.log",
+    benchmark:
+        "benchmarks/annotation/annotation_figures.tsv"
+    conda:
+        "../../envs/annotation.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_from_input(1500, 4),
+        runtime=runtime_from_input(10, 0.05),
+    params:
+        methods=ANNOTATION_SETTINGS["methods"],
+        seed=SEED,
+    script:
+        "../../scripts/annotate_figures.py"
+
+
+rule annotation:
+    default_target: False
+    input:
+        annotation_outputs(),
