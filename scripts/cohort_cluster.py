@@ -1,0 +1,20 @@
+"""Rule cohort_cluster: Harmony, kNN graphs, UMAPs and Leiden clustering."""
+
+from sccohort.runtime import run_rule
+
+
+def main(smk, log):
+    import anndata as ad
+    from sccohort import cohort
+    from sccohort.runtime import write_h5ad, write_table
+
+    adata = ad.read_h5ad(smk.input.h5ad)
+    cohort.integrate_and_cluster(adata, smk.params.cohort, seed=smk.params.seed, threads=smk.threads)
+    write_table(cohort.embedding_table(adata, "X_umap"), smk.output.umap)
+    uncorrected = adata.uns["cohort"]["uncorrected_umap_key"]
+    write_table(cohort.embedding_table(adata, uncorrected), smk.output.umap_pca)
+    write_h5ad(adata, smk.output.h5ad)
+    log.info("Wrote %s.", smk.output.h5ad)
+
+
+run_rule(main, snakemake)  # noqa: F821
