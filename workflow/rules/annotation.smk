@@ -11,7 +11,7 @@ from sccohort import annotate as annotation_lib
 
 try:
     ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(
-        config, workflow.basedir
+        config, SCCOHORT_ROOT
     )
 except InputError as error:
     raise WorkflowError(f"sccohort: {error}") from None

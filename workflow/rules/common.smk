@@ -5,7 +5,10 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The workflow's logic lives in scripts/sccohort; the DAG-time checks import it from there.
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+# Resolved from this file's own location (workflow/rules/), not workflow.basedir, which is the
+# outer project's folder when sccohort is used as a Snakemake module.
+SCCOHORT_ROOT = Path(str(workflow.current_basedir)).resolve().parents[1]
+sys.path.insert(0, str(SCCOHORT_ROOT / "scripts"))
 
 from sccohort.errors import InputError  # noqa: E402
 from sccohort import sheet as sample_sheet  # noqa: E402
