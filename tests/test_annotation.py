@@ -571,14 +571,14 @@ def test_figures_are_written(kang_query, markers, tmp_path):
 # The rules, on the bundled example's cells (slow: per-sample, cohort and annotation stages)
 # --------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_annotation_rules_end_to_end(project_factory, tmp_path):
-    """PBMC of COVID-19 patients and healthy donors (bundled example, 4 samples x 300 cells):
+def test_annotation_rules_end_to_end(full_run, tmp_path):
+    """PBMC of COVID-19 patients and healthy donors (bundled example, 4 samples x 400 cells):
     integrated.h5ad carries the labels, the main PBMC lineages are found, the tables agree with
     the object; then a marker table matching no gene fails the rule with the file named."""
     from conftest import run_workflow
 
-    project = project_factory("annotation_rules", n_cells=300)
-    run_workflow(project, "results/annotation/figures/composition.png")
+    # The shared whole-workflow run (conftest.full_run: 4 bundled samples x 400 cells, default config).
+    project = full_run
     adata = ad.read_h5ad(project / "results/cohort/integrated.h5ad")
     assert {"cell_type", "cell_type_confidence", "leiden_0.5", "sample", "condition"} <= set(adata.obs)
     assert {"X_umap", "X_pca_harmony"} <= set(adata.obsm) and "counts" in adata.layers

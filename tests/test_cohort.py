@@ -311,9 +311,10 @@ def test_seurat_v3_selects_overdispersed_genes():
     adata = ad.AnnData(X=sp.csr_matrix(counts))
     adata.layers["counts"] = adata.X.copy()
     adata.obs["sample"] = np.where(np.arange(n_cells) < 700, "a", "b")
-    cohort.highly_variable_genes(adata, n_top_genes=n_variable, flavor="seurat_v3", batch_key="sample")
-    chosen = np.flatnonzero(adata.var["highly_variable"].to_numpy())
-    assert len(np.intersect1d(chosen, variable)) >= 0.9 * n_variable
+    for batch_key in ("sample", None):
+        cohort.highly_variable_genes(adata, n_top_genes=n_variable, flavor="seurat_v3", batch_key=batch_key)
+        chosen = np.flatnonzero(adata.var["highly_variable"].to_numpy())
+        assert len(np.intersect1d(chosen, variable)) >= 0.9 * n_variable
     # excluded genes are never selected, and the rest of the ranking is unchanged
     exclude = np.zeros(n_genes, dtype=bool)
     exclude[variable[:10]] = True
@@ -501,12 +502,9 @@ def test_integration_metrics_table_shape(clustered):
 # The rules, on the bundled example's cells (slow: whole per-sample and cohort stages)
 # --------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_cohort_rules_end_to_end(project_factory):
-    from conftest import run_workflow
-
-    project = project_factory("cohort_rules", n_cells=300)
-    targets = ["results/cohort/markers.tsv", "results/cohort/integration_metrics.tsv"]
-    run_workflow(project, *targets)
+def test_cohort_rules_end_to_end(full_run):
+    # The shared whole-workflow run (conftest.full_run: 4 bundled samples x 400 cells, default config).
+    project = full_run
     adata = cohort.read_cohort(
         project / "results/cohort/clustered.h5ad", parts=("obs", "obsm", "uns", "layers")
     )
