@@ -61,7 +61,7 @@ GROUPS = {
     "cohort": _SCANPY_STACK + _LEIDEN + ["harmonypy"],
     # annotate and report import helpers from sccohort.cohort (which imports harmonypy lazily)
     "annotation": _SCANPY_STACK + _LEIDEN + ["harmonypy"],
-    "de": _SCANPY_STACK + ["pydeseq2", "formulaic", "threadpoolctl"],
+    "de": _SCANPY_STACK + ["pydeseq2", "formulaic", "formulaic-contrasts", "threadpoolctl"],
     "report": _SCANPY_STACK + ["harmonypy"],
     # the MultiQC rule's script imports sccohort.multiqc -> sccohort.report
     "multiqc": _SCANPY_STACK + ["harmonypy", "multiqc", "plotly"],
