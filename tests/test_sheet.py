@@ -100,8 +100,12 @@ def test_sample_override_reads_numbers_and_blanks():
 
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory):
+    # One sample per condition: DE (which needs replicates) is switched off here.
     return make_project(
-        tmp_path_factory.mktemp("sheet"), samples=("nCoV_PBMC_1", "Normal_PBMC_5"), n_cells=60
+        tmp_path_factory.mktemp("sheet"),
+        samples=("nCoV_PBMC_1", "Normal_PBMC_5"),
+        n_cells=60,
+        config_overrides={"de": {"contrasts": []}},
     )
 
 
