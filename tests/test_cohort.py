@@ -286,18 +286,6 @@ def test_scanpy_hvg_flavours_respect_exclusion(prepared, flavor):
     assert "_hvg_batch" not in adata.obs
 
 
-def test_loess_matches_direct_fit_and_reproduces_quadratics():
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-2, 2, 2000)
-    quadratic = 1 + 2 * x - 0.5 * x**2
-    np.testing.assert_allclose(cohort.loess_fit(x, quadratic), quadratic, atol=1e-8)
-    x = np.log10(rng.gamma(0.3, 1, 5000) + 1e-3)
-    y = 0.9 * x + 0.3 * np.sin(2 * x) + rng.normal(0, 0.2, len(x))
-    order = np.argsort(x)
-    direct, _ = cohort._local_quadratic(x[order], y[order], x[order], int(0.3 * len(x)))
-    np.testing.assert_allclose(cohort.loess_fit(x, y)[order], direct, atol=2e-3)
-
-
 def test_seurat_v3_selects_overdispersed_genes():
     """Poisson genes vs negative-binomial genes of the same means: the NB genes are the HVGs."""
     rng = np.random.default_rng(5)

@@ -178,12 +178,55 @@ def _overlap_report(sample_codes: dict[str, np.ndarray], n_samples_with: np.ndar
     return "; ".join(f"{name}: {share:.0%}" for name, share in ordered)
 
 
+def gene_codes(gene_ids: Mapping[str, Sequence[str]]) -> tuple[dict[str, np.ndarray], int]:
+    """Code genes by first appearance across samples: ({sample: code per gene}, number of genes)."""
+    code_of: dict[str, int] = {}
+    sample_codes = {}
+    for sample, ids in gene_ids.items():
+        sample_codes[sample] = np.array([code_of.setdefault(g, len(code_of)) for g in ids], dtype=np.int64)
+    return sample_codes, len(code_of)
+
+
+def check_gene_overlap(
+    sample_codes: Mapping[str, np.ndarray], n_union: int, min_gene_overlap: float
+) -> np.ndarray:
+    """Raise InputError when the genes shared by all samples are fewer than `min_gene_overlap`
+    times the smallest sample's genes (another species or reference); else return, per gene
+    code, the number of samples holding it. Codes < 0 (features left out) are ignored.
+
+    Run on the input files' gene lists when the DAG is built and again on the filtered files
+    by the merge.
+    """
+    n_samples_with = np.zeros(n_union, dtype=np.int64)
+    n_genes = {}
+    for sample, positions in sample_codes.items():
+        codes = np.unique(positions[positions >= 0])
+        n_samples_with[codes] += 1
+        n_genes[sample] = len(codes)
+    n_common = int((n_samples_with == len(sample_codes)).sum())
+    if len(sample_codes) < 2 or not n_genes:
+        return n_samples_with
+    smallest = min(n_genes, key=n_genes.get)
+    n_smallest = n_genes[smallest]
+    if n_common < min_gene_overlap * n_smallest:
+        raise InputError(
+            f"The {len(sample_codes)} samples share only {n_common} genes (by gene id), "
+            f"{n_common / max(n_smallest, 1):.1%} of the {n_smallest} genes of the smallest sample "
+            f"{smallest!r}; cohort.min_gene_overlap is {min_gene_overlap}. Samples with the lowest share of "
+            f"genes found in most other samples come first: {_overlap_report(sample_codes, n_samples_with)}. "
+            "Check that all samples were quantified against the same species and reference (Ensembl ids vs "
+            "symbols), or lower cohort.min_gene_overlap."
+        )
+    return n_samples_with
+
+
 def merge_samples(
     paths: Mapping[str, str | Path],
     sheet: pd.DataFrame | Mapping[str, Mapping] | None = None,
     join: str = "inner",
     min_gene_overlap: float = 0.5,
     min_cells_per_gene: int = 0,
+    min_samples_kept: int = 1,
     mt_prefix: str = "auto",
     ribo_prefixes: Sequence[str] = ("RPS", "RPL"),
 ):
@@ -197,6 +240,8 @@ def merge_samples(
     min_gene_overlap: InputError when the genes shared by all samples are fewer than this fraction
         of the smallest sample's genes (another species or reference); 0 disables the check.
     min_cells_per_gene: genes detected in fewer cells of the whole cohort are dropped.
+    min_samples_kept: InputError when fewer samples (at most all of them) are left after dropping
+        those QC dropped.
 
     Memory: each file is read twice, one at a time: the first pass counts the entries each sample
     contributes, the second fills preallocated arrays, so the peak is about the merged matrix plus
@@ -215,11 +260,14 @@ def merge_samples(
             "Samples dropped by QC (qc.failed_sample_policy: drop) are left out of the cohort: %s.",
             ", ".join(dropped),
         )
+        needed = min(int(min_samples_kept), len(paths))
         paths = {s: p for s, p in paths.items() if s not in dropped}
-        if not paths:
+        if len(paths) < max(needed, 1):
             raise InputError(
-                f"Every sample was dropped by QC ({', '.join(dropped)}): nothing to merge. "
-                "Check the per-sample QC reports and loosen the thresholds."
+                f"QC dropped {len(dropped)} of {len(paths) + len(dropped)} samples ({', '.join(dropped)}), "
+                f"leaving {len(paths)}; qc.min_samples_kept is {min_samples_kept}. Check the per-sample QC "
+                "reports (results/qc/<sample>/report.html), loosen the QC thresholds or min_cells_after_qc, "
+                "or remove the failed samples from the sheet."
             )
     if isinstance(sheet, pd.DataFrame):
         sheet = {str(s): row.to_dict() for s, row in sheet.iterrows()}
@@ -251,22 +299,9 @@ def merge_samples(
         n_genes_per_sample[sample] = len(table)
         del table
     n_union = len(code_of)
-    n_samples_with = np.zeros(n_union, dtype=np.int64)
-    for positions in sample_codes.values():
-        n_samples_with[positions[positions >= 0]] += 1
+    n_samples_with = check_gene_overlap(sample_codes, n_union, min_gene_overlap)
     in_all = n_samples_with == len(paths)
     n_common = int(in_all.sum())
-    smallest = min(n_genes_per_sample, key=n_genes_per_sample.get)
-    n_smallest = n_genes_per_sample[smallest]
-    if len(paths) > 1 and n_common < min_gene_overlap * n_smallest:
-        raise InputError(
-            f"The {len(paths)} samples share only {n_common} genes (by var gene_id), "
-            f"{n_common / max(n_smallest, 1):.1%} of the {n_smallest} genes of the smallest sample "
-            f"{smallest!r}; cohort.min_gene_overlap is {min_gene_overlap}. Samples with the lowest share of "
-            f"genes found in most other samples come first: {_overlap_report(sample_codes, n_samples_with)}. "
-            "Check that all samples were quantified against the same species and reference (Ensembl ids vs "
-            "symbols), or lower cohort.min_gene_overlap."
-        )
     in_universe = in_all if join == "inner" else np.ones(n_union, dtype=bool)
     universe_index = np.full(n_union, -1, dtype=np.int64)  # gene code -> position in the universe
     universe_index[in_universe] = np.arange(int(in_universe.sum()))
@@ -555,103 +590,6 @@ def _mean_var(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(var, 0)
 
 
-def _local_quadratic(xs: np.ndarray, ys: np.ndarray, x0: np.ndarray, q: int, chunk: int = 256):
-    """Tricube-weighted quadratic fits on the q points of sorted `xs` nearest to each x0.
-
-    Returns (value, slope) of the local fit at each x0 (cloess' ehg127 kernel, without the SVD).
-    """
-    n = len(xs)
-    if q < n:
-        # window [l, l + q) of the q nearest points: smallest l with x0 - xs[l] <= xs[l + q] - x0
-        starts = np.minimum(np.searchsorted(xs[: n - q] + xs[q:], 2 * x0, side="left"), n - q)
-    else:
-        starts = np.zeros(len(x0), dtype=np.int64)
-    offsets = np.arange(q)
-    value = np.empty(len(x0))
-    slope = np.empty(len(x0))
-    for lo in range(0, len(x0), chunk):
-        hi = min(len(x0), lo + chunk)
-        window = starts[lo:hi, None] + offsets[None, :]
-        u = xs[window] - x0[lo:hi, None]
-        yw = ys[window]
-        # bandwidth: distance to the q-th nearest point (which gets weight 0), as in cloess
-        dmax = np.maximum(np.abs(u[:, :1]), np.abs(u[:, -1:]))
-        r = np.divide(np.abs(u), dmax, out=np.zeros_like(u), where=dmax > 0)
-        w = np.clip(1 - r**3, 0, None) ** 3
-        powers = [np.ones_like(u), u, u * u, u**3, u**4]
-        s = [np.sum(w * p, axis=1) for p in powers]
-        t = [np.sum(w * yw * powers[p], axis=1) for p in range(3)]
-        a = np.stack([np.stack(s[i : i + 3], -1) for i in range(3)], axis=1)
-        b = np.stack(t, -1)
-        # scale-free singularity check on the equilibrated normal equations
-        d = np.sqrt(np.maximum(np.stack([s[0], s[2], s[4]], -1), 1e-300))
-        cond = np.linalg.cond(a / d[:, :, None] / d[:, None, :])
-        ok = np.isfinite(cond) & (cond < 1e10)
-        val = np.divide(t[0], s[0], out=yw.mean(axis=1), where=s[0] > 0)
-        slp = np.zeros(hi - lo)
-        if ok.any():
-            beta = np.linalg.solve(a[ok], b[ok][..., None])[..., 0]
-            val[ok], slp[ok] = beta[:, 0], beta[:, 1]
-        value[lo:hi], slope[lo:hi] = val, slp
-    return value, slope
-
-
-def loess_fit(x: np.ndarray, y: np.ndarray, span: float = 0.3, n_vertices: int = 100) -> np.ndarray:
-    """Fitted values of a degree-2 loess (tricube weights, the floor(span * n) nearest points).
-
-    Replaces scikit-misc's ``loess(x, y, span, degree=2).outputs.fitted_values`` (scikit-misc is not
-    part of the stack). Like loess' default "interpolate" surface, the local fit (value and slope)
-    is computed exactly at vertices (here `n_vertices` quantiles of x plus `n_vertices` evenly
-    spaced points) and joined by cubic Hermite interpolation (max deviation from the fit at every
-    point ~3e-4 on 20,000 genes); with n <= 2 * n_vertices it is computed at every point.
-    """
-    from scipy.interpolate import CubicHermiteSpline
-
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    n = len(x)
-    if n < 4:
-        return np.full(n, y.mean() if n else 0.0)
-    order = np.argsort(x, kind="stable")
-    xs, ys = x[order], y[order]
-    q = int(min(n, max(4, math.floor(span * n + 1e-5))))
-    if n <= 2 * n_vertices or xs[0] == xs[-1]:
-        fitted_sorted, _ = _local_quadratic(xs, ys, xs, q)
-    else:
-        grid = np.linspace(0, 1, n_vertices)
-        vertices = np.unique(np.concatenate([np.quantile(xs, grid), xs[0] + grid * (xs[-1] - xs[0])]))
-        value, slope = _local_quadratic(xs, ys, vertices, q)
-        fitted_sorted = CubicHermiteSpline(vertices, value, slope)(xs)
-    fitted = np.empty(n)
-    fitted[order] = fitted_sorted
-    return fitted
-
-
-def seurat_v3_statistics(
-    counts: sp.csr_matrix, span: float = 0.3
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seurat v3 / scanpy ``seurat_v3`` statistics of one batch of raw counts.
-
-    Returns (mean, variance, normalised variance): the variance of each gene's counts after
-    standardising by the loess-fitted mean-variance trend and clipping at sqrt(n_cells), as in
-    scanpy's ``_highly_variable_genes_seurat_v3``.
-    """
-    counts = sp.csr_matrix(counts)
-    n_obs, n_genes = counts.shape
-    mean, var = _mean_var(counts)
-    not_const = var > 0
-    estimated = np.zeros(n_genes)
-    if not_const.sum() >= 4:
-        estimated[not_const] = loess_fit(np.log10(mean[not_const]), np.log10(var[not_const]), span=span)
-    reg_std = np.sqrt(10**estimated)
-    clip = reg_std * np.sqrt(n_obs) + mean
-    clipped = np.minimum(counts.data.astype(np.float64), clip[counts.indices])
-    sums = np.bincount(counts.indices, weights=clipped, minlength=n_genes)
-    squares = np.bincount(counts.indices, weights=clipped**2, minlength=n_genes)
-    norm_var = (n_obs * mean**2 + squares - 2 * sums * mean) / ((n_obs - 1) * reg_std**2)
-    return mean, var, norm_var
-
-
 def hvg_batches(labels: pd.Series | None, min_cells: int) -> tuple[np.ndarray | None, dict]:
     """Batch codes for HVG selection: batches smaller than `min_cells` are pooled into one group.
 
@@ -679,6 +617,40 @@ def hvg_batches(labels: pd.Series | None, min_cells: int) -> tuple[np.ndarray | 
     return codes, summary
 
 
+def _seurat_v3_hvg(adata, n_top: int, codes: np.ndarray | None, eligible: np.ndarray) -> pd.DataFrame:
+    """scanpy's seurat_v3 on the raw counts of the eligible genes, per HVG batch group.
+
+    Excluded genes are left out of the call (not just the result), so they neither take a slot
+    nor bend the mean-variance trend; cells of ignored batch groups (code -1) are left out too.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    rows = slice(None) if codes is None or (codes >= 0).all() else np.flatnonzero(codes >= 0)
+    cols = slice(None) if eligible.all() else np.flatnonzero(eligible)
+    subset = counts[rows][:, cols] if not (isinstance(rows, slice) and isinstance(cols, slice)) else counts
+    obs = pd.DataFrame(index=pd.RangeIndex(subset.shape[0]).astype(str))
+    batch_key = None
+    if codes is not None:
+        batch_key = "hvg_batch"
+        obs[batch_key] = pd.Categorical(codes[codes >= 0].astype(str))
+    var = pd.DataFrame(index=adata.var_names[eligible])
+    selected = sc.pp.highly_variable_genes(
+        ad.AnnData(X=subset, obs=obs, var=var),
+        flavor="seurat_v3",
+        n_top_genes=n_top,
+        batch_key=batch_key,
+        inplace=False,
+    )
+    selected.index = var.index
+    df = selected.reindex(adata.var_names)
+    df["highly_variable"] = df["highly_variable"].fillna(False).astype(bool)
+    if "highly_variable_nbatches" in df:
+        df["highly_variable_nbatches"] = df["highly_variable_nbatches"].fillna(0).astype(int)
+    return df
+
+
 def highly_variable_genes(
     adata,
     n_top_genes: int = 2000,
@@ -689,8 +661,8 @@ def highly_variable_genes(
 ) -> pd.DataFrame:
     """Select highly variable genes; writes var columns highly_variable (+ statistics).
 
-    seurat_v3 (default) works on layers["counts"] with a numpy re-implementation of scanpy's
-    ``seurat_v3`` (scikit-misc is not needed); seurat and cell_ranger use scanpy on X.
+    seurat_v3 (default) is scanpy's, on layers["counts"] (its loess trend needs scikit-misc);
+    seurat and cell_ranger are scanpy's on X.
     With `batch_key`, batches smaller than `min_batch_cells` cells are pooled (see hvg_batches).
     Genes in `exclude` (e.g. MT and ribosomal) are never selected; for seurat_v3 they are also
     left out of the trend fit, so the result equals selecting on the other genes alone.
@@ -712,51 +684,7 @@ def highly_variable_genes(
             "left out" if summary.get("ignored") else "pooled into one group",
         )
     if flavor == "seurat_v3":
-        counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
-        counts = sp.csr_matrix(counts)
-        groups = (
-            [np.arange(adata.n_obs)]
-            if codes is None
-            else [np.flatnonzero(codes == c) for c in np.unique(codes[codes >= 0])]
-        )
-        norm_vars = []
-        for rows in groups:
-            sub = counts[rows][:, eligible] if not eligible.all() else counts[rows]
-            _, _, norm_var = seurat_v3_statistics(sub)
-            norm_vars.append(norm_var)
-            del sub
-        norm_vars = np.vstack(norm_vars)
-        ranks = np.argsort(np.argsort(-norm_vars, axis=1, kind="stable"), axis=1, kind="stable").astype(
-            np.float64
-        )
-        nbatches = (ranks < n_top).sum(axis=0)
-        ranks[ranks >= n_top] = np.nan
-        with np.errstate(all="ignore"):
-            median_rank = np.where(
-                nbatches > 0, np.nanmedian(np.where(nbatches > 0, ranks, 0), axis=0), np.nan
-            )
-        mean, var = _mean_var(counts)
-        df = pd.DataFrame(index=adata.var_names)
-        df["means"] = mean
-        df["variances"] = var
-        df["variances_norm"] = np.nan
-        df.loc[eligible, "variances_norm"] = norm_vars.mean(axis=0)
-        df["highly_variable_rank"] = np.nan
-        df.loc[eligible, "highly_variable_rank"] = median_rank
-        df["highly_variable_nbatches"] = 0
-        df.loc[eligible, "highly_variable_nbatches"] = nbatches
-        order = (
-            df.loc[eligible]
-            .assign(_pos=np.arange(int(eligible.sum())))
-            .sort_values(
-                ["highly_variable_rank", "highly_variable_nbatches", "_pos"],
-                ascending=[True, False, True],
-                na_position="last",
-            )
-            .index
-        )
-        df["highly_variable"] = False
-        df.loc[order[:n_top], "highly_variable"] = True
+        df = _seurat_v3_hvg(adata, n_top, codes, eligible)
     elif flavor in ("seurat", "cell_ranger"):
         import scanpy as sc
 
@@ -1007,6 +935,7 @@ def prepare_cohort(
         join=p["join"],
         min_gene_overlap=float(p["min_gene_overlap"]),
         min_cells_per_gene=int(p["min_cells_per_gene"]),
+        min_samples_kept=int(qc_params.get("min_samples_kept", 1)),
         mt_prefix=qc_params.get("mt_prefix", "auto"),
         ribo_prefixes=qc_params.get("ribo_prefixes", ("RPS", "RPL")),
     )
@@ -1092,6 +1021,9 @@ def read_cohort(path: str | Path, parts: Sequence[str] = ("obs", "var", "obsm", 
     from anndata.io import read_elem
 
     path = Path(path)
+    parts = list(parts)
+    if ("X" in parts or "layers" in parts) and "var" not in parts:
+        parts.append("var")  # matrices need the gene axis to build a valid AnnData
     with h5py.File(path, "r") as handle:
         elems = {part: read_elem(handle[part]) for part in parts if part in handle}
     obs = elems.pop("obs")
