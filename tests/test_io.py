@@ -182,3 +182,53 @@ def test_probe_catches_structural_faults_without_reading_data(tmp_path):
     adata.write_h5ad(tmp_path / "x.h5ad")
     with pytest.raises(InputError, match="no layer 'counts'"):
         probe_input(tmp_path / "x.h5ad", counts_layer="counts")
+
+
+@pytest.mark.parametrize(
+    ("path", "layer", "genome"),
+    [(V3_MTX, None, None), (V3_H5, None, None), (V2_MTX, None, None), (V2_H5, None, "hg19_chr21"),
+     (PBMC_1K, None, None), ("h5ad-sparse", None, None), ("h5ad-dense-layer", "counts", None)],
+    ids=["v3-mtx", "v3-h5", "v2-mtx", "v2-h5", "pbmc1k-h5", "h5ad-sparse", "h5ad-dense-layer"],
+)  # fmt: skip
+def test_inspect_input_reads_shape_and_genes_like_the_reader(tmp_path, path, layer, genome):
+    """The DAG-time inspection agrees with the full reader on cells, genes and gene ids."""
+    from sccohort.io import inspect_input
+
+    if path == "h5ad-sparse":
+        path = tmp_path / "x.h5ad"
+        read_sample(V3_H5).write_h5ad(path)
+    elif path == "h5ad-dense-layer":
+        adata = read_sample(V3_H5)
+        adata.layers["counts"] = adata.X.toarray()
+        adata.X = sp.csr_matrix(np.log1p(adata.X.toarray()))
+        path = tmp_path / "x.h5ad"
+        adata.write_h5ad(path)
+    summary = inspect_input(path, counts_layer=layer, genome=genome)
+    full = read_sample(path, counts_layer=layer, genome=genome)
+    assert (summary.n_cells, summary.n_genes) == full.shape
+    assert list(summary.gene_ids) == list(full.var["gene_id"])
+    assert list(summary.gene_symbols) == list(full.var["gene_symbol"])
+
+
+def test_inspect_input_refuses_from_the_head_of_the_data(tmp_path):
+    from sccohort.io import inspect_input
+
+    adata = read_sample(V3_H5)
+    normalised = adata.copy()
+    normalised.layers["counts"] = adata.X.copy()
+    normalised.X = sp.csr_matrix(np.log1p(adata.X.toarray()))
+    normalised.write_h5ad(tmp_path / "norm.h5ad")
+    with pytest.raises(
+        InputError, match=r"non-integer values in X .*Layers that look like raw counts: counts"
+    ):
+        inspect_input(tmp_path / "norm.h5ad")
+    negative = adata.copy()
+    negative.X = -negative.X
+    negative.write_h5ad(tmp_path / "neg.h5ad")
+    with pytest.raises(InputError, match="neg.h5ad contains negative counts"):
+        inspect_input(tmp_path / "neg.h5ad")
+    adata[:0].copy().write_h5ad(tmp_path / "empty.h5ad")
+    with pytest.raises(InputError, match="empty.h5ad holds an empty matrix"):
+        inspect_input(tmp_path / "empty.h5ad")
+    with pytest.raises(InputError, match="has no genome 'mm10'"):
+        inspect_input(V2_H5, genome="mm10")

@@ -204,6 +204,13 @@ def read_marker_table(path: str | Path) -> pd.DataFrame:
             f"Marker table {path}: cell type(s) {', '.join(no_positive)} have only negative markers; "
             "give each cell type at least one positive marker."
         )
+    slashed = sorted(t for t in table["cell_type"].unique() if "/" in t)
+    if slashed:
+        # cell types name obs columns (score_<type>), and HDF5 reads "/" as a group separator
+        raise InputError(
+            f"Marker table {path}: cell type name(s) {', '.join(slashed)} contain '/'; rename them "
+            "(e.g. 'CD4/CD8 T' -> 'CD4-CD8 T')."
+        )
     if UNKNOWN in set(table["cell_type"]):
         raise InputError(
             f"Marker table {path} uses the reserved label {UNKNOWN!r} as a cell type; rename it."

@@ -27,3 +27,28 @@ def check_config(config: dict, samples: pd.DataFrame) -> None:
                     f"config: {option} names column {key!r}, which the sample sheet does not have "
                     f"(it has {', '.join(samples.columns)})."
                 )
+
+
+def check_inputs(samples: pd.DataFrame, config: dict) -> set[str]:
+    """Inspect every sample's input (sccohort.io.inspect_input) and the gene sets together.
+
+    Raises InputError naming the sample for a bad input, or the samples whose genes do not
+    overlap (cohort.min_gene_overlap); returns the union of gene symbols (for the marker check).
+    """
+    from . import cohort
+    from . import io as sample_io
+
+    gene_ids, symbols = {}, set()
+    for sample, row in samples.iterrows():
+        try:
+            summary = sample_io.inspect_input(
+                row["path"], row.get("counts_layer") or None, row.get("genome") or None
+            )
+        except InputError as error:
+            raise InputError(f"Sample {sample!r}: {error}") from None
+        gene_ids[sample] = summary.gene_ids
+        symbols.update(summary.gene_symbols)
+    options = {**cohort.DEFAULTS, **(config.get("cohort") or {})}
+    sample_codes, n_union = cohort.gene_codes(gene_ids)
+    cohort.check_gene_overlap(sample_codes, n_union, float(options["min_gene_overlap"]))
+    return symbols

@@ -8,6 +8,7 @@ float32; var indexed by unique gene symbols with `gene_id`, `gene_symbol`, `feat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -243,6 +244,25 @@ def _is_integer_valued(matrix) -> bool:
     return bool(np.all(values >= 0) and np.all(np.equal(np.mod(values, 1), 0)))
 
 
+def check_count_values(values: np.ndarray, path: str | Path, checked: str = "") -> None:
+    """Refuse negative or non-integer values (normalised, log-transformed or corrected data)."""
+    values = np.asarray(values)
+    if not values.size:
+        return
+    if not np.issubdtype(values.dtype, np.number):
+        raise InputError(f"Input {path}: the count matrix is not numeric ({values.dtype}).")
+    if np.any(values < 0):
+        raise InputError(
+            f"Input {path} contains negative counts{checked}; sccohort needs raw UMI counts, not scaled or "
+            "corrected values. Point the sample sheet at the Cell Ranger output."
+        )
+    if not np.all(np.equal(np.mod(values, 1), 0)):
+        raise InputError(
+            f"Input {path} contains non-integer values{checked} (already normalised or corrected data?); "
+            "sccohort needs raw UMI counts. For an .h5ad, name the layer with raw counts in the counts_layer column."
+        )
+
+
 def check_counts(adata: ad.AnnData, path: str | Path) -> ad.AnnData:
     """Refuse empty matrices, non-integer or negative counts and duplicate barcodes."""
     if adata.n_obs == 0 or adata.n_vars == 0:
@@ -250,14 +270,7 @@ def check_counts(adata: ad.AnnData, path: str | Path) -> ad.AnnData:
             f"Input {path} holds an empty matrix ({adata.n_obs} cells x {adata.n_vars} genes); check that it is "
             "the filtered Cell Ranger output of a sample that captured cells."
         )
-    values = adata.X.data
-    if values.size and np.any(values < 0):
-        raise InputError(f"Input {path} contains negative counts; sccohort needs raw UMI counts.")
-    if values.size and not np.all(np.equal(np.mod(values, 1), 0)):
-        raise InputError(
-            f"Input {path} contains non-integer values (already normalised or corrected data?); sccohort needs "
-            "raw UMI counts. For an .h5ad, name the layer with raw counts in the counts_layer column."
-        )
+    check_count_values(adata.X.data, path)
     duplicated = adata.obs_names[adata.obs_names.duplicated()]
     if len(duplicated):
         raise InputError(
@@ -329,3 +342,169 @@ def probe_input(path: str | Path, counts_layer: str | None = None, genome: str |
             f"Input {path} cannot be opened as HDF5 ({exc}); the file may be corrupt or truncated."
         )
     return fmt
+
+
+# Values checked when the DAG is built: the first stored values of the matrix (load_sample checks all).
+HEAD_VALUES = 10_000
+
+
+@dataclass
+class InputSummary:
+    """What inspect_input learns about one input from its headers: format, shape, genes."""
+
+    format: str
+    n_cells: int
+    n_genes: int
+    gene_ids: np.ndarray  # gene-expression features only, in file order
+    gene_symbols: np.ndarray
+
+
+def inspect_input(
+    path: str | Path, counts_layer: str | None = None, genome: str | None = None
+) -> InputSummary:
+    """probe_input plus shape, gene list and the first HEAD_VALUES counts, for DAG-time checks.
+
+    Reads the gene list and a few kB of the matrix, never the whole matrix, so an empty matrix,
+    normalised or negative values at the start of the data, and gene sets that cannot be merged
+    are refused by `snakemake -n` before any job runs.
+    """
+    path = Path(path)
+    fmt = probe_input(path, counts_layer, genome)
+    try:
+        if fmt == "10x_mtx":
+            summary = _inspect_mtx(path)
+        else:
+            summary = _inspect_hdf5(path, fmt, counts_layer, genome)
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"Input {path} could not be read as {fmt} ({type(exc).__name__}: {exc}); the file may be corrupt, "
+            "truncated or of another format."
+        ) from exc
+    if summary.n_cells == 0 or summary.n_genes == 0:
+        raise InputError(
+            f"Input {path} holds an empty matrix ({summary.n_cells} cells x {summary.n_genes} genes); check that it "
+            "is the filtered Cell Ranger output of a sample that captured cells."
+        )
+    return summary
+
+
+def _gene_expression(ids, symbols, types) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(ids).astype(str)
+    symbols = np.asarray(symbols).astype(str)
+    if types is None:
+        return ids, symbols
+    keep = np.asarray(types).astype(str) == GENE_EXPRESSION
+    return ids[keep], symbols[keep]
+
+
+def _inspect_mtx(folder: Path) -> InputSummary:
+    import gzip
+
+    matrix_file = _find(folder, ("matrix.mtx",))
+    features_file = _find(folder, ("features.tsv", "genes.tsv"))
+    opener = gzip.open if matrix_file.name.endswith(".gz") else open
+    values = []
+    with opener(matrix_file, "rt") as handle:
+        banner = handle.readline()
+        if not banner.startswith("%%MatrixMarket"):
+            raise InputError(
+                f"{matrix_file} is not a Matrix Market file (its first line is {banner[:60]!r})."
+            )
+        line = handle.readline()
+        while line.startswith("%"):
+            line = handle.readline()
+        n_genes, n_cells, _ = (int(v) for v in line.split())
+        for line in handle:
+            fields = line.split()
+            if len(fields) >= 3:
+                values.append(float(fields[2]))
+            if len(values) >= HEAD_VALUES:
+                break
+    check_count_values(np.array(values), folder, f" (first {len(values):,} values checked)")
+    features = pd.read_csv(features_file, sep="\t", header=None, dtype=str)
+    if len(features) != n_genes:
+        raise InputError(
+            f"10x mtx directory {folder}: the matrix has {n_genes} genes but {features_file.name} lists "
+            f"{len(features)}; the files do not belong together."
+        )
+    ids = features.iloc[:, 0]
+    symbols = features.iloc[:, 1] if features.shape[1] > 1 else ids
+    types = features.iloc[:, 2] if features.shape[1] > 2 else None
+    gene_ids, gene_symbols = _gene_expression(ids, symbols, types)
+    return InputSummary("10x_mtx", n_cells, len(gene_ids), gene_ids, gene_symbols)
+
+
+def _inspect_hdf5(path: Path, fmt: str, counts_layer: str | None, genome: str | None) -> InputSummary:
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as handle:
+        if fmt == "h5ad":
+            matrix = handle["layers"][counts_layer] if counts_layer else handle["X"]
+            if isinstance(matrix, h5py.Group):  # sparse: data/indices/indptr, shape in attrs
+                n_cells, n_genes = (int(v) for v in matrix.attrs["shape"])
+                head = matrix["data"][:HEAD_VALUES]
+            else:
+                n_cells, n_genes = matrix.shape
+                head = matrix[: max(1, HEAD_VALUES // max(n_genes, 1))].ravel()
+                head = head[head != 0]
+            var = read_elem(handle["var"])
+            symbol_column = next(
+                (c for c in ("gene_symbol", "gene_symbols", "feature_name", "symbol") if c in var), None
+            )
+            id_column = next((c for c in ("gene_id", "gene_ids", "ensembl_id") if c in var), None)
+            symbols = var[symbol_column] if symbol_column else var.index
+            ids = var[id_column] if id_column else symbols
+            types = var["feature_types"] if "feature_types" in var else None
+            where = f"layer {counts_layer!r}" if counts_layer else "X"
+            checked = f" in {where} (first {len(head):,} stored values checked)"
+            try:
+                check_count_values(head, path, checked)
+            except InputError as error:
+                layers = [
+                    name
+                    for name, layer in handle.get("layers", {}).items()
+                    if name != counts_layer and _head_is_counts(layer)
+                ]
+                if layers:
+                    raise InputError(
+                        f"{error} Layers that look like raw counts: {', '.join(layers)}; name one in counts_layer."
+                    ) from None
+                raise
+        else:
+            if "matrix" not in handle and genome and genome not in handle:
+                raise InputError(
+                    f"Input {path} has no genome {genome!r}; it has {', '.join(handle.keys())}. Fix the sample "
+                    "sheet's genome column."
+                )
+            group = handle["matrix"] if "matrix" in handle else handle[genome or next(iter(handle.keys()))]
+            n_genes, n_cells = (int(v) for v in group["shape"][:])
+            head = group["data"][:HEAD_VALUES]
+            if "features" in group:
+                features = group["features"]
+                ids, symbols = features["id"][:], features["name"][:]
+                types = features["feature_type"][:] if "feature_type" in features else None
+            else:
+                ids, symbols, types = group["genes"][:], group["gene_names"][:], None
+            checked = f" (first {len(head):,} stored values checked)"
+            ids = np.char.decode(ids.astype(bytes), "utf-8")
+            symbols = np.char.decode(symbols.astype(bytes), "utf-8")
+            if types is not None:
+                types = np.char.decode(types.astype(bytes), "utf-8")
+    check_count_values(head, path, checked)
+    gene_ids, gene_symbols = _gene_expression(ids, symbols, types)
+    return InputSummary(fmt, n_cells, len(gene_ids), gene_ids, gene_symbols)
+
+
+def _head_is_counts(matrix) -> bool:
+    """Whether the first stored values of an h5ad matrix (group or dataset) are count-like."""
+    import h5py
+
+    head = matrix["data"][:HEAD_VALUES] if isinstance(matrix, h5py.Group) else matrix[:10].ravel()
+    try:
+        check_count_values(head, "")
+    except InputError:
+        return False
+    return True

@@ -10,9 +10,15 @@
 from sccohort import annotate as annotation_lib
 
 try:
-    ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(
-        config, SCCOHORT_ROOT
-    )
+    ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(config, SCCOHORT_ROOT)
+    if (
+        INPUT_GENE_SYMBOLS is not None
+    ):  # a marker table must match some gene of the inputs
+        annotation_lib.match_markers(
+            annotation_lib.read_marker_table(ANNOTATION_SETTINGS["markers"]),
+            sorted(INPUT_GENE_SYMBOLS),
+            ANNOTATION_SETTINGS["markers"],
+        )
 except InputError as error:
     raise WorkflowError(f"sccohort: {error}") from None
 

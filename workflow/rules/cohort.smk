@@ -61,6 +61,7 @@ rule cohort_merge:
         qc={
             "mt_prefix": config["qc"]["mt_prefix"],
             "ribo_prefixes": config["qc"]["ribo_prefixes"],
+            "min_samples_kept": config["qc"]["min_samples_kept"],
         },
         seed=SEED,
     script:

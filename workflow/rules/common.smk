@@ -23,15 +23,19 @@ try:
     )
     validate(samples, schema="../schemas/samples.schema.yaml", set_default=False)
     config_checks.check_config(config, samples)
-    for _sample, _row in samples.iterrows():
-        try:
+    # Every input's layout, shape, first counts and gene list, read from headers when the DAG is
+    # built (snakemake -n catches them). Jobs on cluster nodes re-read the Snakefile; they only
+    # repeat the cheap structural probe.
+    if workflow.remote_exec:
+        for _sample, _row in samples.iterrows():
             sample_io.probe_input(
                 _row["path"],
                 _row.get("counts_layer") or None,
                 _row.get("genome") or None,
             )
-        except InputError as _error:
-            raise InputError(f"Sample {_sample!r}: {_error}") from None
+        INPUT_GENE_SYMBOLS = None
+    else:
+        INPUT_GENE_SYMBOLS = config_checks.check_inputs(samples, config)
 except InputError as error:
     raise WorkflowError(f"sccohort: {error}") from None
 
