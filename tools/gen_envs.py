@@ -58,10 +58,11 @@ _SCANPY_STACK = [
 _LEIDEN = ["leidenalg", "igraph"]
 GROUPS = {
     "qc": _SCANPY_STACK + ["scrublet"],
-    "cohort": _SCANPY_STACK + _LEIDEN + ["harmonypy"],
+    # scikit-misc: loess for scanpy's seurat_v3 HVG flavour (imported by scanpy on demand)
+    "cohort": _SCANPY_STACK + _LEIDEN + ["harmonypy", "scikit-misc"],
     # annotate and report import helpers from sccohort.cohort (which imports harmonypy lazily)
     "annotation": _SCANPY_STACK + _LEIDEN + ["harmonypy"],
-    "de": _SCANPY_STACK + ["pydeseq2", "formulaic", "formulaic-contrasts", "threadpoolctl"],
+    "de": _SCANPY_STACK + ["pydeseq2", "formulaic", "formulaic-contrasts", "threadpoolctl", "joblib"],
     "report": _SCANPY_STACK + ["harmonypy"],
     # the MultiQC rule's script imports sccohort.multiqc -> sccohort.report
     "multiqc": _SCANPY_STACK + ["harmonypy", "multiqc", "plotly"],

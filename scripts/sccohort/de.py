@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 from .de_config import design_problem, design_variables
 from .errors import InputError
@@ -130,7 +131,7 @@ def run_deseq(
             metadata=meta,
             design=design,
             refit_cooks=True,
-            n_cpus=threads,
+            inference=vectorised_inference(threads),
             quiet=True,
         )
         dds.deseq2()
@@ -140,9 +141,12 @@ def run_deseq(
         if lfc_shrink:
             stats.lfc_shrink(coeff=f"{factor}[T.{test}]")
             table["log2FoldChange_shrunk"] = stats.results_df["log2FoldChange"]
-    for warning in caught:
-        if not issubclass(warning.category, (DeprecationWarning, FutureWarning)):
-            _log.info("PyDESeq2: %s", str(warning.message).replace("\n", " "))
+    # kept with the table: run_contrast logs them (run_deseq may run in a worker process)
+    table.attrs["pydeseq2_messages"] = [
+        str(warning.message).replace("\n", " ")
+        for warning in caught
+        if not issubclass(warning.category, (DeprecationWarning, FutureWarning))
+    ]
 
     size_factors = np.asarray(dds.obs["size_factors"], dtype=float)
     normalised = counts.to_numpy(dtype=float) / size_factors[:, None]
@@ -155,6 +159,27 @@ def run_deseq(
     table = table.sort_values(["pvalue", "gene"], na_position="last", kind="mergesort").reset_index(drop=True)
     log_normalised = pd.DataFrame(np.log2(normalised + 1), index=counts.index, columns=counts.columns)
     return table, log_normalised
+
+
+def vectorised_inference(threads: int = 1):
+    """PyDESeq2's DefaultInference with `lin_reg_mu` solved for all genes in one call.
+
+    PyDESeq2 0.5 starts the genewise dispersion fit (for designs with as many distinct rows as
+    coefficients, the usual case) from a least-squares fit of normalised counts on the design,
+    made with one scikit-learn LinearRegression per gene: about a third of the whole DESeq2 run
+    (measured 18.8 of 58 s for 7,037 genes). The same least-squares problem with all genes as
+    right-hand sides is one LAPACK call; the estimates are the same.
+    """
+    from pydeseq2.default_inference import DefaultInference
+
+    class VectorisedInference(DefaultInference):
+        def lin_reg_mu(self, counts, size_factors, design_matrix, min_mu):
+            design = np.asarray(design_matrix, dtype=float)
+            normalised = np.asarray(counts, dtype=float) / np.asarray(size_factors, dtype=float)[:, None]
+            coefficients, *_ = scipy.linalg.lstsq(design, normalised)
+            return np.maximum(np.asarray(size_factors)[:, None] * (design @ coefficients), min_mu)
+
+    return VectorisedInference(n_cpus=threads)
 
 
 def _single_threaded_blas():
@@ -273,10 +298,26 @@ def run_contrast(
                 f"pseudobulk metadata lacks design column {column!r} (it has {', '.join(metadata.columns)}); "
                 "the annotation stage must copy every sample-sheet column into obs."
             )
+    groups = sorted(metadata["group"].astype(str).unique())
+    if threads > 1 and len(groups) > 1:
+        # Groups are independent: one group per worker process, PyDESeq2 single-threaded in each,
+        # beats PyDESeq2's own gene-level parallelism (measured 13 vs 21 s for two groups of
+        # 4 samples x 7,000 genes on 2 cores). Each group's result does not depend on where it ran.
+        from joblib import Parallel, delayed
+
+        in_group = {g: metadata.index[metadata["group"].astype(str) == g] for g in groups}
+        outcomes = Parallel(n_jobs=min(threads, len(groups)), backend="loky")(
+            delayed(run_group)(counts.loc[in_group[g]], metadata.loc[in_group[g]], g, contrast, settings)
+            for g in groups
+        )
+    else:
+        outcomes = [run_group(counts, metadata, g, contrast, settings, threads=threads) for g in groups]
     results: dict[str, GroupResult] = {}
-    for group in sorted(metadata["group"].astype(str).unique()):
-        result = run_group(counts, metadata, group, contrast, settings, threads=threads)
+    for group, result in zip(groups, outcomes, strict=True):
         row = result.summary
+        if result.table is not None:
+            for message in result.table.attrs.pop("pydeseq2_messages", []):
+                log.info("%s / %s: PyDESeq2: %s", contrast["name"], group, message)
         if row["status"] == "tested":
             log.info(
                 "%s / %s: %s genes tested, %s up, %s down (padj < %s)",
