@@ -739,13 +739,25 @@ def annotate_celltypist(
     counts = query_counts(adata, layer)
     lognorm = lognormalise(counts, library_sizes(adata, counts))
     prediction = celltypist_predict(model, lognorm, adata.var_names)
+    return store_cluster_votes(adata, prediction, cluster_key, min_fraction, "celltypist", "probability")
+
+
+def store_cluster_votes(
+    adata, prediction: pd.DataFrame, cluster_key: str, min_fraction: float, method: str, score: str
+) -> pd.DataFrame:
+    """Write a per-cell method's labels into obs and label each cluster by majority vote.
+
+    Adds cell_type_<method>_cell (per-cell label), cell_type_<method>_<score> (from the
+    prediction's `score` column) and cell_type_<method> (the cluster's majority label, Unknown
+    below `min_fraction`). Returns the majority-vote table.
+    """
     clusters = adata.obs[cluster_key]
     votes = majority_vote(prediction["label"], clusters, min_fraction)
     label_of = dict(zip(votes["cluster"], votes["label"], strict=True))
-    adata.obs["cell_type_celltypist_cell"] = pd.Categorical(prediction["label"].to_numpy())
-    adata.obs["cell_type_celltypist_probability"] = prediction["probability"].to_numpy(dtype=np.float32)
+    adata.obs[f"cell_type_{method}_cell"] = pd.Categorical(prediction["label"].to_numpy())
+    adata.obs[f"cell_type_{method}_{score}"] = prediction[score].to_numpy(dtype=np.float32)
     majority = clusters.astype(str).map(label_of)
-    adata.obs["cell_type_celltypist"] = pd.Categorical(majority, categories=label_order(None, majority))
+    adata.obs[f"cell_type_{method}"] = pd.Categorical(majority, categories=label_order(None, majority))
     return votes
 
 
@@ -907,14 +919,7 @@ def annotate_reference(
     prediction = transfer_labels(
         counts, adata.var_names, reference, n_neighbors=n_neighbors, seed=seed, reference_path=reference_path
     )
-    clusters = adata.obs[cluster_key]
-    votes = majority_vote(prediction["label"], clusters, min_fraction)
-    label_of = dict(zip(votes["cluster"], votes["label"], strict=True))
-    adata.obs["cell_type_reference_cell"] = pd.Categorical(prediction["label"].to_numpy())
-    adata.obs["cell_type_reference_confidence"] = prediction["confidence"].to_numpy(dtype=np.float32)
-    majority = clusters.astype(str).map(label_of)
-    adata.obs["cell_type_reference"] = pd.Categorical(majority, categories=label_order(None, majority))
-    return votes
+    return store_cluster_votes(adata, prediction, cluster_key, min_fraction, "reference", "confidence")
 
 
 # --------------------------------------------------------------------------------------------

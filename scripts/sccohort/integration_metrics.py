@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .plots import point_legend
+
 LOG = logging.getLogger("sccohort")
 
 GRAPH_LABELS = {"uncorrected": "uncorrected PCA", "harmony": "Harmony"}
@@ -201,21 +203,7 @@ def scatter_categorical(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     if legend:
-        from matplotlib.lines import Line2D
-
-        handles = [
-            Line2D([], [], marker="o", linestyle="", markersize=5, color=colours[i], label=c)
-            for i, c in enumerate(categories)
-        ]
-        ncol = 1 if len(categories) <= 16 else 2
-        ax.legend(
-            handles=handles,
-            loc="center left",
-            bbox_to_anchor=(1.0, 0.5),
-            fontsize=7,
-            frameon=False,
-            ncol=ncol,
-        )
+        point_legend(ax, [(c, colours[i]) for i, c in enumerate(categories)], single_column_max=16)
 
 
 def plot_umaps(

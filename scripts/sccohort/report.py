@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 
 from . import html  # noqa: E402
 from .errors import InputError  # noqa: E402
+from .plots import point_legend  # noqa: E402
 
 UNKNOWN = "Unknown"
 # Reasons a barcode is removed, in the order the QC stage writes them (fail_reason, ';'-joined).
@@ -359,20 +360,7 @@ def scatter_panel(ax, x, y, labels, colours: dict, title: str, legend: str = "ri
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.6},
             )
     elif legend == "right":
-        from matplotlib.lines import Line2D
-
-        handles = [
-            Line2D([], [], marker="o", linestyle="", markersize=5, color=colours[c], label=_short(c))
-            for c in present
-        ]
-        ax.legend(
-            handles=handles,
-            loc="center left",
-            bbox_to_anchor=(1.0, 0.5),
-            fontsize=7,
-            frameon=False,
-            ncol=1 if len(present) <= 18 else 2,
-        )
+        point_legend(ax, [(_short(c), colours[c]) for c in present], single_column_max=18)
 
 
 def _short(label: str, width: int = 28) -> str:
