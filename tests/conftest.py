@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,16 @@ def deep_update(base: dict, updates: dict) -> dict:
     return base
 
 
+# One numba cache for every workflow run of the suite: each project would otherwise compile
+# scanpy's and scrublet's numba functions again (~40 CPU s). Results do not depend on it.
+NUMBA_CACHE = Path(tempfile.gettempdir()) / f"sccohort-tests-numba-{os.getuid()}"
+
+
+def workflow_env() -> dict[str, str]:
+    """The environment of the suite's snakemake runs: fixed hash seed, shared numba cache."""
+    return {**os.environ, "PYTHONHASHSEED": "0", "NUMBA_CACHE_DIR": str(NUMBA_CACHE)}
+
+
 def run_workflow(project: Path, *targets: str, cores: int = 2, extra=(), check: bool = True):
     """Run the repository's workflow in `project`; return the CompletedProcess (output captured)."""
     command = [
@@ -135,8 +146,7 @@ def run_workflow(project: Path, *targets: str, cores: int = 2, extra=(), check: 
         *extra,
         *targets,
     ]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, env=workflow_env())
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(targets)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
