@@ -1,0 +1,280 @@
+"""Malformed projects are refused by name, early, with nothing half-written (issue 8).
+
+Every case starts from one small valid project (4 real samples x 60 cells, 10x mtx folders),
+breaks one thing, runs the real workflow (`snakemake --cores 2`, rule all) and asserts:
+
+* a non-zero exit;
+* a message that names the file, sample, column or value at fault, and says what to do;
+* where the fault shows in headers, the sheet or the config: the run stops when the DAG is
+  built, so no job ran and nothing was written (no results/, no logs/);
+* where the fault needs the data (duplicate barcodes, every cell failing QC): the failing
+  job's outputs are absent, nothing downstream was written, and no *.partial file is left.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import EXAMPLE, SMALL_SAMPLES, make_project, run_workflow
+
+BAD = SMALL_SAMPLES[2]  # the sample a case breaks (Normal_PBMC_5)
+
+
+@pytest.fixture(scope="module")
+def base_project(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("bad_inputs_base"), n_cells=60)
+    # the base project itself is valid: the DAG builds
+    result = run_workflow(project, "-n", check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project
+
+
+# ---------------------------------------------------------------------------- editing a project
+
+
+def read_sheet(project: Path) -> pd.DataFrame:
+    return pd.read_csv(project / "config" / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
+
+
+def write_sheet(project: Path, sheet: pd.DataFrame) -> None:
+    sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False)
+
+
+def edit_config(project: Path, edit: Callable[[dict], None]) -> None:
+    path = project / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def set_path(project: Path, sample: str, path: str) -> None:
+    sheet = read_sheet(project)
+    sheet.loc[sheet["sample"] == sample, "path"] = path
+    write_sheet(project, sheet)
+
+
+def mtx(project: Path, sample: str = BAD) -> Path:
+    return project / "data" / sample
+
+
+def rewrite_matrix_values(folder: Path, transform: Callable[[np.ndarray], np.ndarray], field_: str) -> None:
+    """Rewrite matrix.mtx.gz with transformed values (entries and their order unchanged)."""
+    with gzip.open(folder / "matrix.mtx.gz", "rt") as handle:
+        lines = handle.read().splitlines()
+    header = [line for line in lines if line.startswith("%")]
+    body = [line for line in lines if not line.startswith("%")]
+    entries = np.array([line.split() for line in body[1:]], dtype=float)
+    entries[:, 2] = transform(entries[:, 2])
+    header[0] = f"%%MatrixMarket matrix coordinate {field_} general"
+    text = [*header, body[0]] + [f"{int(i)} {int(j)} {v:g}" for i, j, v in entries]
+    with gzip.open(folder / "matrix.mtx.gz", "wt") as handle:
+        handle.write("\n".join(text) + "\n")
+
+
+def rewrite_text(path: Path, edit: Callable[[list[str]], list[str]]) -> None:
+    with gzip.open(path, "rt") as handle:
+        lines = handle.read().splitlines()
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join(edit(lines)) + "\n")
+
+
+def empty_matrix(project: Path) -> None:
+    folder = mtx(project)
+    with gzip.open(folder / "matrix.mtx.gz", "rt") as handle:
+        header = [line for line in handle.read().splitlines() if line.startswith("%")][:1]
+    n_genes = sum(1 for _ in gzip.open(folder / "features.tsv.gz", "rt"))
+    with gzip.open(folder / "matrix.mtx.gz", "wt") as handle:
+        handle.write("\n".join([*header, f"{n_genes} 0 0"]) + "\n")
+    with gzip.open(folder / "barcodes.tsv.gz", "wt") as handle:
+        handle.write("")
+
+
+def normalised_h5ad(project: Path) -> None:
+    """The sample as an .h5ad whose X is log-normalised and which keeps no raw counts."""
+    import scanpy as sc
+    from sccohort.io import read_sample
+
+    adata = read_sample(mtx(project))
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    adata.write_h5ad(project / "data" / f"{BAD}.h5ad")
+    set_path(project, BAD, f"data/{BAD}.h5ad")
+
+
+def truncated_h5(project: Path) -> None:
+    data = (EXAMPLE / f"{BAD}.h5").read_bytes()
+    (project / "data" / f"{BAD}.h5").write_bytes(data[: len(data) // 3])
+    set_path(project, BAD, f"data/{BAD}.h5")
+
+
+def corrupt_h5(project: Path) -> None:
+    """A real HDF5 signature followed by garbage (a download that went wrong)."""
+    data = bytearray((EXAMPLE / f"{BAD}.h5").read_bytes())
+    rng = np.random.default_rng(0)
+    data[8:4096] = rng.integers(0, 256, 4088, dtype=np.uint8).tobytes()
+    (project / "data" / f"{BAD}.h5").write_bytes(bytes(data))
+    set_path(project, BAD, f"data/{BAD}.h5")
+
+
+def text_behind_h5(project: Path) -> None:
+    (project / "data" / f"{BAD}.h5").write_text("barcode\tgene\tcount\nAAAC-1\tCD3E\t4\n")
+    set_path(project, BAD, f"data/{BAD}.h5")
+
+
+def other_species(project: Path) -> None:
+    """One sample quantified against another reference: none of its gene ids is shared."""
+    rewrite_text(
+        mtx(project) / "features.tsv.gz",
+        lambda lines: [
+            "\t".join([f"ENSMUSG{i:011d}", f"Gm{i}", "Gene Expression"]) for i, _ in enumerate(lines)
+        ],
+    )
+
+
+def all_cells_fail_qc(project: Path, samples=(BAD,)) -> None:
+    sheet = read_sheet(project)
+    sheet["min_genes"] = ""
+    sheet.loc[sheet["sample"].isin(samples), "min_genes"] = "30000"  # no cell detects 30,000 genes
+    write_sheet(project, sheet)
+
+
+def drop_too_many(project: Path) -> None:
+    all_cells_fail_qc(project, samples=SMALL_SAMPLES[:2])
+    edit_config(project, lambda c: c["qc"].update(failed_sample_policy="drop", min_samples_kept=3))
+
+
+def markers_matching_nothing(project: Path) -> None:
+    (project / "markers.tsv").write_text("cell_type\tgene\nT cells\tFAKEGENE1\nB cells\tFAKEGENE2\n")
+    edit_config(project, lambda c: c["annotation"].update(markers="markers.tsv"))
+
+
+def sheet_edit(edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    return lambda project: write_sheet(project, edit(read_sheet(project)))
+
+
+def config_edit(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    return lambda project: edit_config(project, edit)
+
+
+def with_value(frame: pd.DataFrame, column: str, row: int, value: str) -> pd.DataFrame:
+    frame.loc[row, column] = value
+    return frame
+
+
+# ---------------------------------------------------------------------------- the cases
+
+
+@dataclass
+class Case:
+    id: str
+    breaks: Callable[[Path], None]
+    says: list[str]  # substrings of the error: what is at fault and what to do
+    at_dag: bool = True  # refused when the DAG is built (no job runs)
+    failed_outputs: list[str] = field(default_factory=list)  # runtime cases: outputs that must not exist
+
+
+CASES = [
+    Case("missing_input_file", lambda p: set_path(p, BAD, "data/nowhere.h5"),
+         [BAD, "data/nowhere.h5", "does not exist", "fix the path"]),
+    Case("truncated_h5", truncated_h5, [BAD, f"{BAD}.h5", "corrupt or truncated"]),
+    Case("corrupt_h5", corrupt_h5, [BAD, f"{BAD}.h5", "corrupt or truncated"]),
+    Case("wrong_format_behind_extension", text_behind_h5, [BAD, f"{BAD}.h5", "not an HDF5 file", "re-export"]),
+    Case("empty_matrix", empty_matrix, [BAD, f"data/{BAD}", "empty matrix", "filtered Cell Ranger output"]),
+    Case("non_integer_counts", lambda p: rewrite_matrix_values(mtx(p), lambda v: v * 0.37, "real"),
+         [BAD, f"data/{BAD}", "non-integer values", "raw UMI counts"]),
+    Case("negative_counts", lambda p: rewrite_matrix_values(mtx(p), lambda v: -v, "integer"),
+         [BAD, f"data/{BAD}", "negative counts", "raw UMI counts"]),
+    Case("h5ad_without_raw_counts", normalised_h5ad,
+         [BAD, f"{BAD}.h5ad", "non-integer values in X", "counts_layer"]),
+    Case("mtx_without_barcodes", lambda p: (mtx(p) / "barcodes.tsv.gz").unlink(),
+         [BAD, f"data/{BAD}", "has no barcodes.tsv", "complete Cell Ranger output folder"]),
+    Case("h5ad_layer_missing", lambda p: (normalised_h5ad(p), sheet_edit(
+        lambda s: s.assign(counts_layer=np.where(s["sample"] == BAD, "spliced", "")))(p)),
+         [BAD, "no layer 'spliced'", "counts_layer column"]),
+    Case("duplicate_sample_ids", sheet_edit(lambda s: with_value(s, "sample", 3, s.loc[2, "sample"])),
+         ["samples.tsv", BAD, "more than once"]),
+    Case("illegal_sample_id", sheet_edit(lambda s: with_value(s, "sample", 2, "Normal PBMC/5")),
+         ["samples.tsv", "'Normal PBMC/5'", "not allowed"]),
+    Case("required_column_missing", sheet_edit(lambda s: s.drop(columns=["condition"])),
+         ["samples.tsv", "condition"]),
+    Case("design_unknown_column", config_edit(lambda c: c["de"].update(design="~ sex + condition")),
+         ["de.design", "'sex'", "not a column of the sample sheet", "add the column or fix the formula"]),
+    Case("contrast_unknown_level",
+         config_edit(lambda c: c["de"]["contrasts"][0].update(reference="Healthy")),
+         ["de.contrasts[0]", "'Healthy'", "condition"]),
+    Case("condition_with_one_replicate", sheet_edit(lambda s: with_value(s, "condition", 3, "COVID19")),
+         ["de", "Normal", "replicate"]),
+    Case("disjoint_gene_sets", other_species,
+         ["share only 0 genes", BAD, "same species and reference", "min_gene_overlap"]),
+    Case("out_of_range_config_value", config_edit(lambda c: c["qc"].update(max_pct_mt=150)),
+         ["max_pct_mt", "150"]),
+    Case("unknown_config_option", config_edit(lambda c: c["qc"].update(min_gene=100)),
+         ["min_gene"]),
+    Case("markers_matching_no_gene", markers_matching_nothing,
+         ["markers.tsv", "none of its 2 genes is in the data", "fix or replace the table"]),
+    Case("marker_type_with_slash", lambda p: (
+        (p / "markers.tsv").write_text("cell_type\tgene\nCD4/CD8 T\tCD3E\nB\tMS4A1\n"),
+        edit_config(p, lambda c: c["annotation"].update(markers="markers.tsv"))),
+         ["markers.tsv", "CD4/CD8 T", "rename"]),
+    Case("sample_sheet_missing", config_edit(lambda c: c.update(samples="config/sheet.tsv")),
+         ["config/sheet.tsv"]),
+    # faults that only the data shows: caught by the first job that reads it
+    Case("duplicate_barcodes", lambda p: rewrite_text(
+        mtx(p) / "barcodes.tsv.gz", lambda lines: [lines[0], lines[0], *lines[2:]]),
+         [BAD, f"data/{BAD}", "duplicate barcodes", "once per sample"], at_dag=False,
+         failed_outputs=[f"results/qc/{BAD}/raw.h5ad", f"results/qc/{BAD}/filtered.h5ad"]),
+    Case("every_cell_fails_qc", all_cells_fail_qc,
+         [BAD, "min_cells_after_qc", "failed_sample_policy"], at_dag=False,
+         failed_outputs=[f"results/qc/{BAD}/filtered.h5ad", f"results/qc/{BAD}/thresholds.json"]),
+    Case("too_few_samples_left_after_drop", drop_too_many,
+         ["QC dropped 2 of 4 samples", SMALL_SAMPLES[0], SMALL_SAMPLES[1], "min_samples_kept is 3"],
+         at_dag=False, failed_outputs=["results/cohort/pca.h5ad", "results/cohort/merge_summary.tsv"]),
+]  # fmt: skip
+
+
+def test_at_least_twenty_cases():
+    assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_malformed_project_is_refused_by_name(case, base_project, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(base_project, project, ignore=shutil.ignore_patterns(".snakemake"))
+    case.breaks(project)
+
+    result = run_workflow(project, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"{case.id}: the run succeeded:\n{output[-3000:]}"
+    missing = [text for text in case.says if text not in output]
+    assert not missing, f"{case.id}: the error does not say {missing}:\n{output[-4000:]}"
+
+    partial = [p for p in project.rglob("*.partial") if ".snakemake" not in p.parts]
+    assert not partial, f"{case.id}: half-written files left: {partial}"
+    if case.at_dag:
+        # refused when the DAG was built: no job started, nothing written
+        assert "Job stats" not in output, f"{case.id}: jobs were scheduled:\n{output[-3000:]}"
+        assert not files_under(project / "results"), files_under(project / "results")
+        assert not files_under(project / "logs"), files_under(project / "logs")
+    else:
+        for name in case.failed_outputs:
+            assert not (project / name).exists(), f"{case.id}: {name} exists after the failure"
+        downstream = [
+            p for p in files_under(project / "results") if p.relative_to(project / "results").parts[0] != "qc"
+        ]
+        if "results/cohort/pca.h5ad" not in case.failed_outputs:
+            assert not downstream, f"{case.id}: later stages wrote {downstream}"
+        # what a failing job's log says is what the user reads first
+        logs = "".join(p.read_text(errors="replace") for p in files_under(project / "logs"))
+        assert case.says[-1] in logs or case.says[-1] in output
