@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -65,6 +66,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Leftovers of an earlier attempt at this output that was killed (SIGKILL, node failure)
+    # before its finally: ran. Snakemake never runs two jobs for one output at once.
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
