@@ -5,11 +5,20 @@ from sccohort.runtime import run_rule
 
 def main(smk, log):
     import anndata as ad
-    from sccohort import annotate
+    from sccohort import annotate, cohort
     from sccohort.runtime import atomic_path, write_table
 
-    adata = ad.read_h5ad(smk.input.h5ad)
     markers = annotate.read_marker_table(smk.input.markers)
+    # The figures need obs, the UMAP and X of the marker genes only, not the whole matrix.
+    base = cohort.read_cohort(smk.input.h5ad, parts=("obs", "var", "obsm", "uns"))
+    genes = list(dict.fromkeys(markers.loc[markers["gene"].isin(base.var_names), "gene"]))
+    adata = ad.AnnData(
+        X=cohort.read_gene_columns(smk.input.h5ad, genes),
+        obs=base.obs,
+        var=base.var.loc[genes],
+        obsm=dict(base.obsm),
+        uns=dict(base.uns),
+    )
     per_sample, per_condition = annotate.composition(adata.obs)
     write_table(per_sample, smk.output.composition)
     write_table(per_condition, smk.output.by_condition)

@@ -4,16 +4,17 @@ from sccohort.runtime import run_rule
 
 
 def main(smk, log):
-    import anndata as ad
     from sccohort import cohort
-    from sccohort.runtime import write_h5ad, write_table
+    from sccohort.runtime import write_h5ad_update, write_table
 
-    adata = ad.read_h5ad(smk.input.h5ad)
+    # Integration and clustering use the PCs only: the count matrices stay on disk and are
+    # copied into the output as they are (the job's memory no longer grows with genes x cells).
+    adata = cohort.read_cohort(smk.input.h5ad, parts=("obs", "var", "obsm", "uns"))
     cohort.integrate_and_cluster(adata, smk.params.cohort, seed=smk.params.seed, threads=smk.threads)
     write_table(cohort.embedding_table(adata, "X_umap"), smk.output.umap)
     uncorrected = adata.uns["cohort"]["uncorrected_umap_key"]
     write_table(cohort.embedding_table(adata, uncorrected), smk.output.umap_pca)
-    write_h5ad(adata, smk.output.h5ad)
+    write_h5ad_update(smk.input.h5ad, adata, smk.output.h5ad)
     log.info("Wrote %s.", smk.output.h5ad)
 
 

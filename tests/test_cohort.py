@@ -510,3 +510,47 @@ def test_cohort_rules_end_to_end(full_run):
     assert len(umap) == adata.n_obs and umap["barcode"].is_unique
     for figure in ("umap_sample", "umap_before_after_integration", "marker_dotplot"):
         assert (project / "results/cohort/figures" / f"{figure}.png").stat().st_size > 10_000
+
+
+def test_h5ad_update_keeps_matrices_and_replaces_annotations(tmp_path):
+    """cohort_cluster's output: X, layers and var copied from disk, obs/obsm/obsp/uns from the job."""
+    from sccohort.runtime import write_h5ad, write_h5ad_update
+
+    rng = np.random.default_rng(0)
+    counts = sp.random(60, 30, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    source = ad.AnnData(X=counts.copy(), obs=pd.DataFrame(index=[f"c{i}" for i in range(60)]))
+    source.layers["counts"] = counts * 3
+    source.obsm["X_pca"] = rng.normal(size=(60, 5)).astype(np.float32)
+    source.uns["cohort"] = {"seed": 0}
+    write_h5ad(source, tmp_path / "pca.h5ad")
+
+    light = cohort.read_cohort(tmp_path / "pca.h5ad", parts=("obs", "var", "obsm", "uns"))
+    assert light.X is None and not light.layers
+    light.obs["leiden_0.5"] = pd.Categorical(rng.integers(0, 3, 60).astype(str))
+    light.obsm["X_umap"] = rng.normal(size=(60, 2))
+    light.obsp["connectivities"] = sp.random(60, 60, density=0.05, format="csr", random_state=2)
+    light.uns["cohort"] = {"seed": 0, "leiden_keys": ["leiden_0.5"]}
+    write_h5ad_update(tmp_path / "pca.h5ad", light, tmp_path / "clustered.h5ad")
+
+    result = ad.read_h5ad(tmp_path / "clustered.h5ad")
+    assert (result.X != source.X).nnz == 0 and (result.layers["counts"] != source.layers["counts"]).nnz == 0
+    pd.testing.assert_frame_equal(result.obs, light.obs)
+    np.testing.assert_array_equal(result.obsm["X_umap"], light.obsm["X_umap"])
+    np.testing.assert_array_equal(result.obsm["X_pca"], source.obsm["X_pca"])
+    assert (result.obsp["connectivities"] != light.obsp["connectivities"]).nnz == 0
+    assert list(result.uns["cohort"]["leiden_keys"]) == ["leiden_0.5"]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_gene_columns_read_in_chunks_equal_the_matrix(tmp_path, dense):
+    matrix = sp.random(57, 20, density=0.3, format="csr", random_state=3, dtype=np.float32)
+    adata = ad.AnnData(X=matrix.toarray() if dense else matrix)
+    adata.var_names = [f"g{i}" for i in range(20)]
+    adata.write_h5ad(tmp_path / "x.h5ad")
+    genes = ["g7", "g2", "g19", "g0"]
+    columns = cohort.read_gene_columns(tmp_path / "x.h5ad", genes, chunk_rows=10)
+    assert columns.shape == (57, 4)
+    np.testing.assert_array_equal(columns.toarray(), matrix[:, [7, 2, 19, 0]].toarray())
+    with pytest.raises(InputError, match="nope"):
+        cohort.read_gene_columns(tmp_path / "x.h5ad", ["g1", "nope"])

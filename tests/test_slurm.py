@@ -89,8 +89,9 @@ def _slurm_args(profile: Path, threads: int) -> list[str]:
         "--workflow-profile", "none",
         # the node has `threads` CPUs; a rule asking for more could never be scheduled
         "--max-threads", str(threads),
-        # small jobs: check status after 5 s instead of 20 s (MinJobAge 600 >= 3 x 5)
-        "--slurm-init-seconds-before-status-checks", "5",
+        # small jobs: first status check after 2 s instead of 20 s (MinJobAge 600 >= 3 x 2); the
+        # plugin adds 10 s per check that finds nothing finished, so this bounds the latency
+        "--slurm-init-seconds-before-status-checks", "2",
         "--latency-wait", "10",
     ]  # fmt: skip
 

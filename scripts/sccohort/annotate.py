@@ -936,7 +936,12 @@ def cluster_top_genes(adata, cluster_key: str, n_genes: int = 5) -> dict[str, li
     )
     if not isinstance(light.obs[cluster_key].dtype, pd.CategoricalDtype):
         light.obs[cluster_key] = light.obs[cluster_key].astype(str).astype("category")
-    table = find_markers(light, cluster_key, n_genes=max(25, n_genes))
+    return top_genes_from_markers(find_markers(light, cluster_key, n_genes=max(25, n_genes)), n_genes)
+
+
+def top_genes_from_markers(table: pd.DataFrame, n_genes: int = 5) -> dict[str, list[str]]:
+    """The first `n_genes` genes with a positive log fold change per cluster of a marker table
+    (cohort.find_markers' columns: cluster, gene, rank, logfoldchange, ...)."""
     out: dict[str, list[str]] = {}
     for cluster, rows in table.groupby("cluster", sort=False):
         rows = rows.loc[rows["logfoldchange"] > 0].sort_values("rank")
@@ -1234,9 +1239,14 @@ def run_annotation(
     min_vote_fraction: float = 0.0,
     n_top_genes: int = 5,
     seed: int = 0,
+    cluster_markers: pd.DataFrame | None = None,
 ) -> dict:
     """All configured methods on `adata` (in place). Returns the tables to write:
-    clusters, missing, and (when more than one method ran) agreement."""
+    clusters, missing, and (when more than one method ran) agreement.
+
+    cluster_markers: cohort_markers' table for `cluster_key`; the clusters' top genes are taken
+    from it instead of running the Wilcoxon test on X again (X may then hold the marker genes only).
+    """
     table, missing = annotate_markers(adata, markers, cluster_key, min_margin, min_score, marker_path)
     methods = {"markers": "cell_type"}
     if celltypist_model:
@@ -1249,7 +1259,12 @@ def run_annotation(
         )
         methods["reference"] = "cell_type_reference"
         LOG.info("Reference majority labels:\n%s", votes.to_string(index=False))
-    top = cluster_top_genes(adata, cluster_key, n_top_genes) if n_top_genes else {}
+    if not n_top_genes:
+        top = {}
+    elif cluster_markers is not None:
+        top = top_genes_from_markers(cluster_markers, n_top_genes)
+    else:
+        top = cluster_top_genes(adata, cluster_key, n_top_genes)
     present, _ = match_markers(markers, adata.var_names, marker_path)
     out = {"clusters": cluster_annotation_table(table, top, present), "missing": missing}
     if len(methods) > 1:

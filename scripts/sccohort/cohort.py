@@ -1034,6 +1034,33 @@ def read_cohort(path: str | Path, parts: Sequence[str] = ("obs", "var", "obsm", 
     return adata
 
 
+def read_gene_columns(path: str | Path, genes: Sequence[str], chunk_rows: int = 20000) -> sp.csr_matrix:
+    """X of an .h5ad restricted to `genes` (var names), read in row chunks.
+
+    Memory stays at one chunk of X plus the result, instead of the whole matrix.
+    """
+    import h5py
+    from anndata.io import read_elem, sparse_dataset
+
+    path = Path(path)
+    with h5py.File(path, "r") as handle:
+        var_names = pd.Index(read_elem(handle["var"]).index.astype(str))
+        columns = var_names.get_indexer(pd.Index(genes).astype(str))
+        if (columns < 0).any():
+            missing = [g for g, c in zip(genes, columns, strict=True) if c < 0]
+            raise InputError(f"{path}: genes {', '.join(missing[:5])} are not in var.")
+        matrix = handle["X"]
+        if isinstance(matrix, h5py.Dataset):  # dense X
+            return sp.csr_matrix(matrix[:, np.sort(columns)][:, np.argsort(np.argsort(columns))])
+        dataset = sparse_dataset(matrix)
+        n_obs = dataset.shape[0]
+        blocks = [
+            sp.csr_matrix(dataset[start : min(start + chunk_rows, n_obs)])[:, columns]
+            for start in range(0, n_obs, chunk_rows)
+        ]
+    return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, len(genes)), dtype=np.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # Markers
 # --------------------------------------------------------------------------------------------

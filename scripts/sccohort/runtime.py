@@ -103,6 +103,28 @@ def write_h5ad(adata, path: str | os.PathLike) -> None:
         adata.write_h5ad(tmp, compression="lzf")
 
 
+def write_h5ad_update(source, adata, path, keys=("obs", "obsm", "obsp", "uns")) -> None:
+    """Write `source` (an .h5ad) to `path` with the elements `keys` taken from `adata`.
+
+    For rules that add cell annotations to a large object: X, layers and var are copied from
+    `source` byte for byte and never loaded into memory, so such a job needs memory for its
+    obs/obsm/uns only, not for the count matrices. Written atomically, like write_h5ad.
+    """
+    import shutil
+
+    import h5py
+    from anndata.io import write_elem
+
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+        with h5py.File(tmp, "r+") as handle:
+            for key in keys:
+                if key in handle:
+                    del handle[key]
+                value = getattr(adata, key)
+                write_elem(handle, key, value if key == "obs" else dict(value))
+
+
 def _json_default(value):
     import numpy as np
 

@@ -29,6 +29,15 @@ ANNOTATION_EXTRA_INPUTS = {
     for key in ("celltypist_model", "reference")
     if ANNOTATION_SETTINGS[key]
 }
+# When annotation and cohort_markers use the same clustering, the clusters' top genes come from
+# cohort_markers' table (no second Wilcoxon test on the whole matrix); with the marker method
+# alone, annotate_cells then reads only the marker genes' columns of X.
+ANNOTATION_CLUSTER_MARKERS = (
+    {"cluster_markers": f"{RESULTS}/cohort/markers.tsv"}
+    if ANNOTATION_SETTINGS["resolution"]
+    == float(config["cohort"]["default_resolution"])
+    else {}
+)
 # method_agreement.tsv exists only when more than one method runs.
 ANNOTATION_AGREEMENT = (
     {
@@ -62,6 +71,7 @@ annotation_outputs = lambda: list(ANNOTATION_OUTPUTS)
 rule annotate_cells:
     input:
         **ANNOTATION_EXTRA_INPUTS,
+        **ANNOTATION_CLUSTER_MARKERS,
         h5ad=f"{RESULTS}/cohort/clustered.h5ad",
         markers=ANNOTATION_SETTINGS["markers"],
     output:
