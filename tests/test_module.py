@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import copy_project  # noqa: E402
+from conftest import copy_project, workflow_env  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -62,7 +62,7 @@ def _snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:
         cwd=project,
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "PYTHONHASHSEED": "0"},
+        env=workflow_env(),  # hash seed and the suite's shared numba cache
     )
 
 
