@@ -34,4 +34,5 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf results logs benchmarks/*/ .snakemake
+	# the rules' benchmark files; benchmarks/results (the recorded benchmark runs) stays
+	rm -rf results logs .snakemake $(filter-out benchmarks/results/,$(wildcard benchmarks/*/))
