@@ -119,11 +119,14 @@ def annotation_resolution(config: Mapping) -> float:
     return float(value)
 
 
-def check_annotation_config(config: Mapping, basedir: str | Path) -> dict:
+def check_annotation_config(
+    config: Mapping, basedir: str | Path, gene_symbols: Sequence[str] | None = None
+) -> dict:
     """Resolve and check the annotation block; return the resolved settings for the rules.
 
     Fails early (InputError) on a resolution that is not clustered, a missing or malformed marker
-    table, or a missing CellTypist model / reference file.
+    table, a marker table matching none of `gene_symbols` (the inputs' genes, when given), or a
+    missing CellTypist model / reference file.
     """
     options = config.get("annotation", {})
     resolution = annotation_resolution(config)
@@ -136,7 +139,9 @@ def check_annotation_config(config: Mapping, basedir: str | Path) -> dict:
     markers = resolve_input_path(options.get("markers"), basedir, "annotation.markers")
     if markers is None:
         raise InputError("config: annotation.markers must name a marker table.")
-    read_marker_table(markers)
+    table = read_marker_table(markers)
+    if gene_symbols is not None:
+        match_markers(table, gene_symbols, markers)
     model = resolve_input_path(options.get("celltypist_model"), basedir, "annotation.celltypist_model")
     reference = resolve_input_path(options.get("reference"), basedir, "annotation.reference")
     methods = ["markers"] + (["celltypist"] if model else []) + (["reference"] if reference else [])

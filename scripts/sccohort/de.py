@@ -371,10 +371,7 @@ def plot_volcano(table: pd.DataFrame, alpha: float, title: str, path, n_labels: 
     pvalue = table["pvalue"].to_numpy(dtype=float)
     y = -np.log10(np.clip(np.nan_to_num(pvalue, nan=1.0), 1e-300, 1.0))
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    rest = ~(up | down)
-    ax.scatter(lfc[rest], y[rest], s=5, c="0.7", rasterized=True, label=f"n.s. ({rest.sum()})")
-    ax.scatter(lfc[up], y[up], s=7, c="#c0392b", rasterized=True, label=f"up ({up.sum()})")
-    ax.scatter(lfc[down], y[down], s=7, c="#2e86c1", rasterized=True, label=f"down ({down.sum()})")
+    _scatter_called(ax, lfc, y, up, down, label_rest=True)
     top = table.index[(up | down)][:n_labels]
     for i in top:
         ax.annotate(
@@ -388,6 +385,16 @@ def plot_volcano(table: pd.DataFrame, alpha: float, title: str, path, n_labels: 
     _save(fig, path)
 
 
+def _scatter_called(ax, x, y, up, down, label_rest: bool) -> None:
+    """Genes not called in grey, up in red, down in blue (the volcano and MA plots' points)."""
+    rest = ~(up | down)
+    ax.scatter(
+        x[rest], y[rest], s=5, c="0.7", rasterized=True, label=f"n.s. ({rest.sum()})" if label_rest else None
+    )
+    ax.scatter(x[up], y[up], s=7, c="#c0392b", rasterized=True, label=f"up ({up.sum()})")
+    ax.scatter(x[down], y[down], s=7, c="#2e86c1", rasterized=True, label=f"down ({down.sum()})")
+
+
 def plot_ma(table: pd.DataFrame, alpha: float, title: str, path) -> None:
     """Mean normalised expression (baseMean) vs log2 fold change; genes with padj < alpha coloured."""
     plt = _pyplot()
@@ -395,10 +402,7 @@ def plot_ma(table: pd.DataFrame, alpha: float, title: str, path) -> None:
     x = np.log10(table["baseMean"].to_numpy(dtype=float) + 1)
     lfc = table["log2FoldChange"].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    rest = ~(up | down)
-    ax.scatter(x[rest], lfc[rest], s=5, c="0.7", rasterized=True)
-    ax.scatter(x[up], lfc[up], s=7, c="#c0392b", rasterized=True, label=f"up ({up.sum()})")
-    ax.scatter(x[down], lfc[down], s=7, c="#2e86c1", rasterized=True, label=f"down ({down.sum()})")
+    _scatter_called(ax, x, lfc, up, down, label_rest=False)
     ax.axhline(0, c="0.5", lw=0.5)
     ax.set_xlabel("log10(baseMean + 1)")
     ax.set_ylabel("log2 fold change")

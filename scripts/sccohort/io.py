@@ -488,12 +488,11 @@ def _inspect_hdf5(path: Path, fmt: str, counts_layer: str | None, genome: str | 
                 types = features["feature_type"][:] if "feature_type" in features else None
             else:
                 ids, symbols, types = group["genes"][:], group["gene_names"][:], None
-            checked = f" (first {len(head):,} stored values checked)"
+            check_count_values(head, path, f" (first {len(head):,} stored values checked)")
             ids = np.char.decode(ids.astype(bytes), "utf-8")
             symbols = np.char.decode(symbols.astype(bytes), "utf-8")
             if types is not None:
                 types = np.char.decode(types.astype(bytes), "utf-8")
-    check_count_values(head, path, checked)
     gene_ids, gene_symbols = _gene_expression(ids, symbols, types)
     return InputSummary(fmt, n_cells, len(gene_ids), gene_ids, gene_symbols)
 

@@ -10,15 +10,12 @@
 from sccohort import annotate as annotation_lib
 
 try:
-    ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(config, SCCOHORT_ROOT)
-    if (
-        INPUT_GENE_SYMBOLS is not None
-    ):  # a marker table must match some gene of the inputs
-        annotation_lib.match_markers(
-            annotation_lib.read_marker_table(ANNOTATION_SETTINGS["markers"]),
-            sorted(INPUT_GENE_SYMBOLS),
-            ANNOTATION_SETTINGS["markers"],
-        )
+    # INPUT_GENE_SYMBOLS (common.smk): the inputs' genes, None in cluster jobs
+    ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(
+        config,
+        SCCOHORT_ROOT,
+        None if INPUT_GENE_SYMBOLS is None else sorted(INPUT_GENE_SYMBOLS),
+    )
 except InputError as error:
     raise WorkflowError(f"sccohort: {error}") from None
 
