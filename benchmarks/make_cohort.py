@@ -5,9 +5,15 @@ condition: COVID19 samples from the four nCoV_PBMC files, Normal samples from th
 Normal_PBMC files, so the condition difference is real biology. On top of that each sample gets
 its own effects, all applied to the integer counts so they stay raw UMI counts:
 
+- cells between real cells: a good synthetic cell mixes a source cell with one of its 10 nearest
+  neighbours among the source's good cells (PCA of log-normalised counts), with a uniform
+  weight w: w of the first cell's counts and 1 - w of the neighbour's are kept (binomial
+  thinning) and added. Resampling a 1,500-cell source to 12,500 cells would otherwise repeat
+  each real cell ~8 times; the copies are each other's nearest neighbours, so the kNN graph
+  falls apart into ~1,500 cliques (Leiden found 1,238 clusters at resolution 0.25 on such a
+  100k cohort) and the benchmark would time an analysis no real cohort needs;
 - library size: every count is binomially thinned with p = sample scale x per-cell jitter
-  (a sample with scale 0.6 has ~60% of its source's depth), which also makes repeated draws of
-  one source cell distinct cells;
+  (a sample with scale 0.6 has ~60% of its source's depth);
 - a gene-wise batch effect: a random subset of the source's detected genes gets a
   multiplicative factor (log-normal); factors < 1 thin the counts further (binomial), factors
   > 1 add Poisson(count x p x (factor - 1)) counts, so E[new] = count x p x factor;
@@ -89,14 +95,19 @@ class SampleSpec:
     batch_factors: list[float] = field(default_factory=list)
 
 
+N_MIX_NEIGHBOURS = 10  # a good synthetic cell mixes a source cell with one of these neighbours
+
+
 @dataclass
 class Source:
-    """One bundled sample: cells x genes CSR counts (int32) and its good / low-quality cells."""
+    """One bundled sample: cells x genes CSR counts (int32), its good / low-quality cells and, per
+    good cell (in the order of `good`), the rows of its N_MIX_NEIGHBOURS nearest good cells."""
 
     name: str
     counts: sp.csr_matrix
     good: np.ndarray
     low: np.ndarray
+    neighbours: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,6 +179,23 @@ def classify_cells(counts: sp.csr_matrix, mt: np.ndarray) -> tuple[np.ndarray, n
     return np.flatnonzero(good), np.flatnonzero(~good)
 
 
+def good_cell_neighbours(counts: sp.csr_matrix, good: np.ndarray, k: int = N_MIX_NEIGHBOURS) -> np.ndarray:
+    """Rows (of `counts`) of each good cell's k nearest good cells: 30 PCs of log1p(CP10k)."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.neighbors import NearestNeighbors
+
+    x = sp.csr_matrix(counts[good], dtype=np.float64)
+    x = sp.diags(1e4 / np.maximum(np.asarray(x.sum(axis=1)).ravel(), 1)) @ x
+    x.data = np.log1p(x.data)
+    x = x[:, np.asarray((x > 0).sum(axis=0)).ravel() >= 3]
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    dense = x.toarray() - mean  # centred for a PCA; a source has only ~1,500 cells
+    pcs = TruncatedSVD(n_components=min(30, min(dense.shape) - 1), random_state=0).fit_transform(dense)
+    k = min(k, len(good) - 1)
+    _, index = NearestNeighbors(n_neighbors=k + 1).fit(pcs).kneighbors(pcs)
+    return good[index[:, 1:]]  # without the cell itself
+
+
 def load_sources(example: str | Path = EXAMPLE) -> tuple[dict[str, Source], dict[str, np.ndarray]]:
     """The six bundled samples (same 33,538 features in the same order) and their features."""
     sources: dict[str, Source] = {}
@@ -180,7 +208,9 @@ def load_sources(example: str | Path = EXAMPLE) -> tuple[dict[str, Source], dict
             raise ValueError(f"{name}.h5 lists other features than the first source; cannot pool them.")
         mt = np.char.startswith(feats["name"].astype(str), "MT-")
         good, low = classify_cells(counts, mt)
-        sources[name] = Source(name=name, counts=counts, good=good, low=low)
+        sources[name] = Source(
+            name=name, counts=counts, good=good, low=low, neighbours=good_cell_neighbours(counts, good)
+        )
     return sources, features
 
 
@@ -239,9 +269,12 @@ def simulate_sample(
 ) -> tuple[sp.csr_matrix, dict]:
     """Counts (cells x genes CSR int32) of one synthetic sample and where its cells came from.
 
-    Returns (counts, info); info has rows (source row of each cell), partners (second source row
-    of doublets, -1 otherwise), kind (0 good, 1 low quality, 2 doublet) and p_cell (the thinning
-    probability of each cell before the gene factors).
+    Returns (counts, info); info has rows (source row of each cell), partners (second source row:
+    the mixed-in neighbour of a good cell, the other cell of a doublet, -1 for low-quality cells),
+    weights (the share of `rows`' counts kept before thinning: w for good cells, whose partner
+    contributes 1 - w; 1 for the others, a doublet's partner contributing 1 as well), kind (0 good,
+    1 low quality, 2 doublet) and p_cell (the thinning probability of each cell before the gene
+    factors).
     """
     effects = effects or Effects()
     rng = np.random.default_rng([seed, spec.index, 1])
@@ -258,8 +291,19 @@ def simulate_sample(
     kind = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n_good, n_low, n_doublets])
     partners = np.full(n_cells, -1, dtype=np.int64)
     partners[kind == 2] = rng.choice(source.good, n_doublets, replace=True)
+    weights = np.ones(n_cells)
+    neighbours = (
+        source.neighbours
+        if source.neighbours is not None
+        else good_cell_neighbours(source.counts, source.good)
+    )
+    position = np.searchsorted(source.good, rows[:n_good])  # rows of good cells -> index in `good`
+    partners[:n_good] = neighbours[position, rng.integers(0, neighbours.shape[1], n_good)]
+    weights[:n_good] = rng.uniform(0.0, 1.0, n_good)
+    partner_weights = np.where(kind == 0, 1.0 - weights, 1.0)
     order = rng.permutation(n_cells)
     rows, kind, partners = rows[order], kind[order], partners[order]
+    weights, partner_weights = weights[order], partner_weights[order]
     p_cell = spec.library_scale * rng.uniform(*effects.cell_jitter, n_cells)
 
     n_genes = source.counts.shape[1]
@@ -268,35 +312,45 @@ def simulate_sample(
     down = np.minimum(factor, 1.0)
     up = np.maximum(factor - 1.0, 0.0)
 
-    data_parts, index_parts, nnz_per_cell = [], [], []
-    for lo in range(0, n_cells, CHUNK_CELLS):
-        hi = min(n_cells, lo + CHUNK_CELLS)
-        block = source.counts[rows[lo:hi]]
-        doublet = np.flatnonzero(partners[lo:hi] >= 0)
-        if len(doublet):
-            # selection matrix: row i of `pick` picks the doublet partner of cell i
-            pick = sp.csr_matrix(
-                (np.ones(len(doublet), dtype=np.int32), (doublet, partners[lo:hi][doublet])),
-                shape=(hi - lo, source.counts.shape[0]),
-            )
-            block = sp.csr_matrix(block + pick @ source.counts)
+    def thinned(block: sp.csr_matrix, p_row: np.ndarray) -> sp.csr_matrix:
+        """Binomial thinning of each row with its p (x the gene's factor <= 1) plus Poisson extra
+        counts on boosted genes: E[new] = count x p x factor, integers."""
+        block = sp.csr_matrix(block)
         block.sum_duplicates()
         block.sort_indices()
-        cell = np.repeat(np.arange(hi - lo), np.diff(block.indptr))
-        p = p_cell[lo:hi][cell]
+        p = np.repeat(p_row, np.diff(block.indptr))
         values = rng.binomial(block.data.astype(np.int64), p * down[block.indices])
         boosted = np.flatnonzero(up[block.indices] > 0)
         values[boosted] += rng.poisson(block.data[boosted] * p[boosted] * up[block.indices[boosted]])
-        keep = values > 0
-        data_parts.append(values[keep].astype(np.int32))
-        index_parts.append(block.indices[keep].astype(np.int32))
-        nnz_per_cell.append(np.bincount(cell[keep], minlength=hi - lo))
-        del block, cell, p, values, keep
+        out = sp.csr_matrix((values, block.indices, block.indptr), shape=block.shape)
+        out.eliminate_zeros()
+        return out
+
+    data_parts, index_parts, nnz_per_cell = [], [], []
+    for lo in range(0, n_cells, CHUNK_CELLS):
+        hi = min(n_cells, lo + CHUNK_CELLS)
+        p = p_cell[lo:hi]
+        block = thinned(source.counts[rows[lo:hi]], p * weights[lo:hi])
+        with_partner = np.flatnonzero(partners[lo:hi] >= 0)
+        if len(with_partner):
+            # selection matrix: row i of `pick` picks the partner (neighbour or doublet) of cell i
+            pick = sp.csr_matrix(
+                (np.ones(len(with_partner), dtype=np.int32), (with_partner, partners[lo:hi][with_partner])),
+                shape=(hi - lo, source.counts.shape[0]),
+            )
+            block = sp.csr_matrix(block + thinned(pick @ source.counts, p * partner_weights[lo:hi]))
+        block.sum_duplicates()
+        block.sort_indices()
+        block.eliminate_zeros()
+        data_parts.append(block.data.astype(np.int32))
+        index_parts.append(block.indices.astype(np.int32))
+        nnz_per_cell.append(np.diff(block.indptr))
+        del block
     indptr = np.concatenate([[0], np.cumsum(np.concatenate(nnz_per_cell))]).astype(np.int64)
     counts = sp.csr_matrix(
         (np.concatenate(data_parts), np.concatenate(index_parts), indptr), shape=(n_cells, n_genes)
     )
-    info = {"rows": rows, "partners": partners, "kind": kind, "p_cell": p_cell}
+    info = {"rows": rows, "partners": partners, "weights": weights, "kind": kind, "p_cell": p_cell}
     return counts, info
 
 
