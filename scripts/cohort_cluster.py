@@ -10,10 +10,11 @@ def main(smk, log):
     # Integration and clustering use the PCs only: the count matrices stay on disk and are
     # copied into the output as they are (the job's memory no longer grows with genes x cells).
     adata = cohort.read_cohort(smk.input.h5ad, parts=("obs", "var", "obsm", "uns"))
-    cohort.integrate_and_cluster(adata, smk.params.cohort, seed=smk.params.seed, threads=smk.threads)
+    # The uncorrected graph and UMAP are computed by cohort_uncorrected, at the same time.
+    cohort.integrate_and_cluster(
+        adata, smk.params.cohort, seed=smk.params.seed, threads=smk.threads, uncorrected=False
+    )
     write_table(cohort.embedding_table(adata, "X_umap"), smk.output.umap)
-    uncorrected = adata.uns["cohort"]["uncorrected_umap_key"]
-    write_table(cohort.embedding_table(adata, uncorrected), smk.output.umap_pca)
     write_h5ad_update(smk.input.h5ad, adata, smk.output.h5ad)
     log.info("Wrote %s.", smk.output.h5ad)
 

@@ -12,6 +12,11 @@ def main(smk, log):
     p = cohort.cohort_params(smk.params.cohort)
     adata = cohort.read_cohort(smk.input.h5ad, parts=("obs", "obsm", "obsp", "uns"))
     info = adata.uns["cohort"]
+    if info["integration"] == "harmony":  # the uncorrected graph and UMAP: cohort_uncorrected's
+        cohort.add_uncorrected(
+            adata, cohort.read_cohort(smk.input.uncorrected, parts=("obs", "obsm", "obsp", "uns"))
+        )
+    write_table(cohort.embedding_table(adata, info["uncorrected_umap_key"]), output.umap_pca)
     cluster_key = info["default_cluster_key"]
     batch_key = p["batch_keys"][0]
     graphs = {"uncorrected": adata.obsp[f"{info['uncorrected_neighbors_key']}_distances"]}

@@ -512,6 +512,30 @@ def test_cohort_rules_end_to_end(full_run):
         assert (project / "results/cohort/figures" / f"{figure}.png").stat().st_size > 10_000
 
 
+def test_uncorrected_embedding_in_its_own_job_equals_the_one_job_result(prepared, clustered):
+    """cohort_uncorrected + cohort_cluster (uncorrected=False) give what one job computed before."""
+    split = prepared.copy()
+    cohort.integrate_and_cluster(split, {}, seed=SEED, threads=2, uncorrected=False)
+    assert cohort.UNCORRECTED_UMAP not in split.obsm
+    assert f"{cohort.UNCORRECTED_NEIGHBORS}_distances" not in split.obsp
+    # what cohort_uncorrected works on: the cell names and the PCs only
+    alone = ad.AnnData(obs=pd.DataFrame(index=prepared.obs_names), obsm={"X_pca": prepared.obsm["X_pca"]})
+    cohort.embed_uncorrected(alone, {}, seed=SEED)
+    cohort.add_uncorrected(split, alone)
+    np.testing.assert_array_equal(
+        split.obsm[cohort.UNCORRECTED_UMAP], clustered.obsm[cohort.UNCORRECTED_UMAP]
+    )
+    for suffix in ("distances", "connectivities"):
+        key = f"{cohort.UNCORRECTED_NEIGHBORS}_{suffix}"
+        assert (split.obsp[key] != clustered.obsp[key]).nnz == 0
+    np.testing.assert_array_equal(split.obsm["X_umap"], clustered.obsm["X_umap"])
+    for key in clustered.uns["cohort"]["leiden_keys"]:
+        assert (split.obs[key] == clustered.obs[key]).all()
+    # an embedding of other cells (e.g. a stale file after a rerun of the merge) is refused
+    with pytest.raises(InputError, match="cohort_uncorrected"):
+        cohort.add_uncorrected(split, alone[::-1].copy())
+
+
 def test_h5ad_update_keeps_matrices_and_replaces_annotations(tmp_path):
     """cohort_cluster's output: X, layers and var copied from disk, obs/obsm/obsp/uns from the job."""
     from sccohort.runtime import write_h5ad, write_h5ad_update

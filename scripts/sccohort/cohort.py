@@ -958,13 +958,43 @@ def prepare_cohort(
     return adata
 
 
-def integrate_and_cluster(adata, params: Mapping | None = None, seed: int = 0, threads: int = 1) -> None:
-    """Harmony (unless integration is none), kNN graphs, UMAPs and Leiden (the second cohort rule).
+def embed_uncorrected(adata, params: Mapping | None = None, seed: int = 0) -> None:
+    """kNN graph and UMAP of the uncorrected PCs: the "before integration" side of the diagnostics.
 
-    Writes obsm X_pca_harmony (with Harmony), X_umap (on the integrated PCs), X_umap_pca (UMAP of
-    the uncorrected PCs; only when they differ from the integrated ones), the uncorrected graph
-    under obsp["neighbors_uncorrected_*"], the integrated one under obsp["connectivities" /
-    "distances"], obs leiden_<res>, and uns["cohort"] entries naming them.
+    Writes obsp["neighbors_uncorrected_distances" / "_connectivities"] and obsm["X_umap_pca"].
+    The workflow runs this in its own job (cohort_uncorrected) beside cohort_cluster, so the two
+    graphs and UMAPs, each single-threaded, are computed at the same time on two cores.
+    """
+    p = cohort_params(params)
+    build_graph(adata, "X_pca", int(p["n_neighbors"]), int(seed), key_added=UNCORRECTED_NEIGHBORS)
+    run_umap(adata, UNCORRECTED_NEIGHBORS, UNCORRECTED_UMAP, int(seed), float(p["umap_min_dist"]))
+
+
+def add_uncorrected(adata, uncorrected) -> None:
+    """Copy embed_uncorrected's graph and UMAP (from cohort_uncorrected's object) into `adata`."""
+    if not adata.obs_names.equals(uncorrected.obs_names):
+        raise InputError(
+            "The uncorrected embedding and the clustered cohort hold different cells; "
+            "rerun cohort_uncorrected (snakemake --forcerun cohort_uncorrected)."
+        )
+    adata.obsm[UNCORRECTED_UMAP] = uncorrected.obsm[UNCORRECTED_UMAP]
+    for suffix in ("distances", "connectivities"):
+        adata.obsp[f"{UNCORRECTED_NEIGHBORS}_{suffix}"] = uncorrected.obsp[
+            f"{UNCORRECTED_NEIGHBORS}_{suffix}"
+        ]
+    adata.uns[UNCORRECTED_NEIGHBORS] = uncorrected.uns[UNCORRECTED_NEIGHBORS]
+
+
+def integrate_and_cluster(
+    adata, params: Mapping | None = None, seed: int = 0, threads: int = 1, uncorrected: bool = True
+) -> None:
+    """Harmony (unless integration is none), kNN graph, UMAP and Leiden (the second cohort rule).
+
+    Writes obsm X_pca_harmony (with Harmony), X_umap (on the integrated PCs), the integrated graph
+    under obsp["connectivities" / "distances"], obs leiden_<res>, and uns["cohort"] entries naming
+    them. With `uncorrected` (and Harmony) also embed_uncorrected's graph and X_umap_pca; the
+    workflow passes False and computes those in a job of their own. uns["cohort"] names where the
+    uncorrected graph and UMAP are (the integrated ones when there is no integration).
     """
     from .runtime import package_versions
 
@@ -986,9 +1016,8 @@ def integrate_and_cluster(adata, params: Mapping | None = None, seed: int = 0, t
         LOG.info("cohort.integration is none: the graph is built on the uncorrected PCs.")
     rep = "X_pca_harmony" if integrated else "X_pca"
     k = int(p["n_neighbors"])
-    if integrated:
-        build_graph(adata, "X_pca", k, seed, key_added=UNCORRECTED_NEIGHBORS)
-        run_umap(adata, UNCORRECTED_NEIGHBORS, UNCORRECTED_UMAP, seed, float(p["umap_min_dist"]))
+    if integrated and uncorrected:
+        embed_uncorrected(adata, p, seed)
     build_graph(adata, rep, k, seed)
     run_umap(adata, "neighbors", "X_umap", seed, float(p["umap_min_dist"]))
     keys = run_leiden(adata, p["leiden_resolutions"], seed)

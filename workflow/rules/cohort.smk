@@ -1,6 +1,7 @@
 # Cohort stage: merge the QC-passed samples -> normalise -> HVG -> PCA (cohort_merge);
-# Harmony -> kNN graphs -> UMAP -> Leiden (cohort_cluster); integration diagnostics and
-# UMAP figures (cohort_diagnostics); marker genes (cohort_markers).
+# Harmony -> kNN graph -> UMAP -> Leiden (cohort_cluster), and beside it the kNN graph and UMAP
+# of the uncorrected PCs (cohort_uncorrected, only with integration); integration diagnostics
+# and UMAP figures (cohort_diagnostics); marker genes (cohort_markers).
 # The final object is results/cohort/clustered.h5ad; the annotation stage adds cell types to
 # it and writes results/cohort/integrated.h5ad.
 
@@ -68,20 +69,22 @@ rule cohort_merge:
         "../../scripts/cohort_merge.py"
 
 
+# cohort_cluster and cohort_uncorrected are single-threaded on purpose: UMAP with a seed runs on
+# one thread, so two one-thread jobs side by side use two cores where one two-thread job would
+# leave one idle.
 rule cohort_cluster:
     input:
         h5ad=f"{COHORT}/pca.h5ad",
     output:
         h5ad=f"{COHORT}/clustered.h5ad",
         umap=f"{COHORT}/umap_coords.tsv.gz",
-        umap_pca=f"{COHORT}/umap_pca_coords.tsv.gz",
     log:
         "logs/cohort/cohort_cluster.log",
     benchmark:
         "benchmarks/cohort/cohort_cluster.tsv"
     conda:
         "../../envs/cohort.yaml"
-    threads: 4
+    threads: 1
     resources:
         mem_mb=mem_mb_from_input(3000, 4),
         runtime=runtime_from_input(20, 0.1),
@@ -92,10 +95,38 @@ rule cohort_cluster:
         "../../scripts/cohort_cluster.py"
 
 
+rule cohort_uncorrected:
+    input:
+        h5ad=f"{COHORT}/pca.h5ad",
+    output:
+        h5ad=f"{COHORT}/uncorrected.h5ad",
+    log:
+        "logs/cohort/cohort_uncorrected.log",
+    benchmark:
+        "benchmarks/cohort/cohort_uncorrected.tsv"
+    conda:
+        "../../envs/cohort.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_from_input(2000, 1),
+        runtime=runtime_from_input(20, 0.05),
+    params:
+        cohort=config["cohort"],
+        seed=SEED,
+    script:
+        "../../scripts/cohort_uncorrected.py"
+
+
 rule cohort_diagnostics:
     input:
         h5ad=f"{COHORT}/clustered.h5ad",
+        # with integration, the "before" graph and UMAP come from cohort_uncorrected
+        uncorrected=branch(
+            config["cohort"]["integration"] != "none",
+            then=f"{COHORT}/uncorrected.h5ad",
+        ),
     output:
+        umap_pca=f"{COHORT}/umap_pca_coords.tsv.gz",
         metrics=report(
             f"{COHORT}/integration_metrics.tsv",
             caption="../report/cohort_integration_metrics.rst",
@@ -186,7 +217,8 @@ rule cohort_markers:
         "benchmarks/cohort/cohort_markers.tsv"
     conda:
         "../../envs/cohort.yaml"
-    threads: 1
+    # scanpy ranks the genes for the Wilcoxon test in numba-parallel chunks
+    threads: 2
     resources:
         mem_mb=mem_mb_from_input(2000, 3),
         runtime=runtime_from_input(20, 0.1),
