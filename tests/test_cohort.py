@@ -437,6 +437,42 @@ def test_markers_of_known_types(clustered):
     assert {"NKG7", "GNLY", "GZMB", "PRF1", "CST7", "GZMA"} & set(nk_markers)
 
 
+def test_detection_by_group_counts_nonzero_cells():
+    rng = np.random.default_rng(4)
+    matrix = sp.random(53, 17, density=0.3, format="csr", random_state=5, dtype=np.float32)
+    matrix.data[::7] = 0  # stored zeros are not detections
+    codes = rng.integers(-1, 3, 53)  # -1: a cell in no group
+    expected = np.stack([(matrix[codes == g].toarray() != 0).sum(axis=0) for g in range(3)])
+    np.testing.assert_array_equal(cohort.detection_by_group(matrix, codes, 3, chunk_rows=10), expected)
+
+
+def test_markers_min_pct_tests_only_detected_genes_and_keeps_their_statistics(clustered):
+    key = cohort.leiden_key(0.5)
+    every = cohort.find_markers(clustered, key, n_genes=clustered.n_vars)
+    common = cohort.find_markers(clustered, key, n_genes=clustered.n_vars, min_pct=0.1)
+    labels = clustered.obs[key]
+    fraction = pd.DataFrame(
+        {c: (clustered.X[(labels == c).to_numpy()] != 0).mean(axis=0).A1 for c in labels.cat.categories},
+        index=clustered.var_names,
+    )
+    tested = set(common["gene"])
+    assert tested == set(fraction.index[(fraction >= 0.1).any(axis=1)])
+    assert 0 < len(tested) < clustered.n_vars  # the planted data has rare genes to leave out
+    # a gene's Wilcoxon statistics do not depend on which other genes are tested
+    merged = every.merge(common, on=["cluster", "gene"], suffixes=("", "_min_pct"))
+    assert len(merged) == len(common)
+    for column in ("score", "logfoldchange", "pval", "pct_in", "pct_out"):
+        np.testing.assert_allclose(merged[column], merged[f"{column}_min_pct"], rtol=1e-6, atol=1e-12)
+    # adjusted p-values: Benjamini-Hochberg over the tested genes, per cluster
+    from scipy.stats import false_discovery_control
+
+    for _, table in common.groupby("cluster"):
+        np.testing.assert_allclose(table["pval_adj"], false_discovery_control(table["pval"]), rtol=1e-6)
+    # and the top markers of every cluster are the same genes
+    top = lambda t: t[t["rank"] <= 10].groupby("cluster")["gene"].apply(list).to_dict()  # noqa: E731
+    assert top(common) == top(every)
+
+
 # --------------------------------------------------------------------------------------------
 # Metrics on constructed neighbourhoods
 # --------------------------------------------------------------------------------------------

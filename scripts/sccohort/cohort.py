@@ -565,10 +565,18 @@ def normalise(adata, target_sum: float = 1e4) -> None:
     empty = totals == 0
     if empty.any():
         LOG.warning("%d cells have no counts in the kept genes; they stay all-zero.", int(empty.sum()))
-    scale = np.divide(float(target_sum), totals, out=np.zeros_like(totals), where=~empty)
-    X = counts.copy()
-    X.data *= np.repeat(scale, np.diff(X.indptr)).astype(np.float32)
-    np.log1p(X.data, out=X.data)
+    scale = np.divide(float(target_sum), totals, out=np.zeros_like(totals), where=~empty).astype(np.float32)
+    # X shares the (read-only) index arrays of the counts and gets only a data array of its own;
+    # rows are scaled in chunks, so no per-entry temporary of the whole matrix is made (at 100k
+    # cells the float64 np.repeat alone was 1.1 GB, the largest allocation of the merge).
+    data = counts.data.copy()
+    indptr = counts.indptr
+    for start in range(0, counts.shape[0], 20000):
+        stop = min(start + 20000, counts.shape[0])
+        block = slice(indptr[start], indptr[stop])
+        data[block] *= np.repeat(scale[start:stop], np.diff(indptr[start : stop + 1]))
+    np.log1p(data, out=data)
+    X = sp.csr_matrix((data, counts.indices, indptr), shape=counts.shape)
     adata.layers["counts"] = counts
     adata.X = X
     adata.uns["log1p"] = {"base": None}  # natural log, as scanpy's log1p records it
@@ -900,6 +908,7 @@ DEFAULTS = {
     "leiden_resolutions": [0.25, 0.5, 1.0],
     "default_resolution": 0.5,
     "n_marker_genes": 25,
+    "marker_min_pct": 0.1,
 }
 UNCORRECTED_NEIGHBORS = "neighbors_uncorrected"
 UNCORRECTED_UMAP = "X_umap_pca"
@@ -939,16 +948,21 @@ def prepare_cohort(
         mt_prefix=qc_params.get("mt_prefix", "auto"),
         ribo_prefixes=qc_params.get("ribo_prefixes", ("RPS", "RPL")),
     )
-    normalise(adata, float(p["target_sum"]))
     exclude = (adata.var["mt"] | adata.var["ribo"]).to_numpy() if p["hvg_exclude_mt_ribo"] else None
-    highly_variable_genes(
-        adata,
-        n_top_genes=int(p["n_top_genes"]),
-        flavor=p["hvg_flavor"],
-        batch_key=p["hvg_batch_key"],
-        exclude=exclude,
-        min_batch_cells=int(p["hvg_min_batch_cells"]),
-    )
+    hvg = {
+        "n_top_genes": int(p["n_top_genes"]),
+        "flavor": p["hvg_flavor"],
+        "batch_key": p["hvg_batch_key"],
+        "exclude": exclude,
+        "min_batch_cells": int(p["hvg_min_batch_cells"]),
+    }
+    # seurat_v3 works on the raw counts: selecting before normalising keeps its temporary copy of
+    # the counts and the normalised matrix out of memory at the same time (the merge's peak).
+    if p["hvg_flavor"] == "seurat_v3":
+        highly_variable_genes(adata, **hvg)
+    normalise(adata, float(p["target_sum"]))
+    if p["hvg_flavor"] != "seurat_v3":  # seurat and cell_ranger work on log-normalised X
+        highly_variable_genes(adata, **hvg)
     run_pca(adata, int(p["n_pcs"]), scale=bool(p["pca_scale"]), seed=int(seed))
     adata.uns["cohort"] = {
         "parameters": clean_for_uns(p),
@@ -1093,13 +1107,38 @@ def read_gene_columns(path: str | Path, genes: Sequence[str], chunk_rows: int = 
 # --------------------------------------------------------------------------------------------
 # Markers
 # --------------------------------------------------------------------------------------------
-def find_markers(adata, groupby: str, n_genes: int = 25) -> pd.DataFrame:
+def detection_by_group(matrix, codes: np.ndarray, n_groups: int, chunk_rows: int = 20000) -> np.ndarray:
+    """groups x genes: how many cells of each group have a non-zero value of each gene.
+
+    `codes` is each row's group (0 .. n_groups - 1; negative rows are ignored). CSR rows are
+    counted in chunks, so the temporaries stay at one chunk's entries.
+    """
+    matrix = sp.csr_matrix(matrix)
+    n_genes = matrix.shape[1]
+    counts = np.zeros(n_groups * n_genes, dtype=np.int64)
+    for start in range(0, matrix.shape[0], chunk_rows):
+        block = matrix[start : start + chunk_rows]
+        group = np.repeat(
+            np.asarray(codes[start : start + chunk_rows], dtype=np.int64), np.diff(block.indptr)
+        )
+        keep = (block.data != 0) & (group >= 0)
+        counts += np.bincount(group[keep] * n_genes + block.indices[keep], minlength=n_groups * n_genes)
+    return counts.reshape(n_groups, n_genes)
+
+
+def find_markers(adata, groupby: str, n_genes: int = 25, min_pct: float = 0.0) -> pd.DataFrame:
     """Wilcoxon rank-sum markers per cluster (one cluster vs the rest) on log-normalised X.
 
     Returns the top `n_genes` genes per cluster (by Wilcoxon score) with columns cluster, rank,
     gene, gene_id, score, logfoldchange, pval, pval_adj, pct_in (fraction of the cluster's cells
     expressing it), pct_out (fraction of the other cells). Clusters with fewer than 2 cells are
     skipped; with one cluster the table is empty.
+
+    min_pct: only genes detected in at least this fraction of the cells of at least one cluster
+    are tested (Seurat's min.pct, applied once for all clusters: a gene kept for one comparison is
+    tested in all). A gene below it in every cluster cannot be a cluster's marker; on large
+    cohorts such rare genes are most of the genes and of the test's run time. pval_adj is then
+    Benjamini-Hochberg over the tested genes.
     """
     import scanpy as sc
 
@@ -1120,18 +1159,34 @@ def find_markers(adata, groupby: str, n_genes: int = 25) -> pd.DataFrame:
     if len(groups) < 2 or adata.obs[groupby].nunique() < 2:
         LOG.warning("Markers: fewer than two clusters with 2+ cells; the marker table is empty.")
         return pd.DataFrame(columns=columns)
+    tested = adata
+    if min_pct > 0:
+        labels = adata.obs[groupby].cat
+        detected = detection_by_group(adata.X, labels.codes.to_numpy(), len(labels.categories))
+        sizes_by_code = np.bincount(
+            labels.codes.to_numpy()[labels.codes.to_numpy() >= 0], minlength=len(labels.categories)
+        )
+        fraction = detected / np.maximum(sizes_by_code, 1)[:, None]
+        keep = (fraction >= min_pct).any(axis=0)
+        LOG.info(
+            "Markers: %d of %d genes are detected in >= %.0f%% of the cells of some cluster and are tested.",
+            int(keep.sum()),
+            adata.n_vars,
+            100 * min_pct,
+        )
+        tested = adata[:, keep].copy()
     sc.tl.rank_genes_groups(
-        adata,
+        tested,
         groupby,
         groups=groups,
         reference="rest",
         method="wilcoxon",
         use_raw=False,
         pts=True,
-        n_genes=int(min(n_genes, adata.n_vars)),
+        n_genes=int(min(n_genes, tested.n_vars)),
         tie_correct=False,
     )
-    df = sc.get.rank_genes_groups_df(adata, group=None)
+    df = sc.get.rank_genes_groups_df(tested, group=None)
     if "group" not in df:
         df.insert(0, "group", groups[0])
     df = df.rename(
