@@ -6,6 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 PYTEST_ARGS ?=
+# pytest-xdist workers of `make test`; the SLURM runs wait on the scheduler, so a second worker
+# keeps both cores busy meanwhile (TEST_WORKERS=0 runs in one process)
+TEST_WORKERS ?= 2
 
 .PHONY: venv run test test-fast lint clean
 
@@ -22,7 +25,7 @@ run: venv
 	$(BIN)/snakemake --cores $(CORES)
 
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow and not slurm and not browser" $(PYTEST_ARGS)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from compare_results import assert_same_results, assert_same_run
-from conftest import REPO, copy_project, workflow_env
+from conftest import REPO, make_full_run_project, workflow_env
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # Kill points: (rule whose job is running, an output that must not exist after the kill)
@@ -112,7 +112,7 @@ def partial_files(project: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_killed_offline_single_core_run_resumes_to_the_reference_results(full_run, tmp_path):
+def test_killed_offline_single_core_run_resumes_to_the_reference_results(request, tmp_path):
     prefix = offline_prefix()
     # the namespace really has no network
     probe = subprocess.run(
@@ -121,7 +121,7 @@ def test_killed_offline_single_core_run_resumes_to_the_reference_results(full_ru
     )  # fmt: skip
     assert probe.returncode != 0 and "Network is unreachable" in probe.stderr, probe.stderr
 
-    project = copy_project(full_run, tmp_path / "killed")
+    project = make_full_run_project(tmp_path / "killed")  # full_run's inputs and config, unrun
     killed_in = []
     for rule, absent in KILL_POINTS:
         kill_during(project, prefix, rule)
@@ -133,7 +133,8 @@ def test_killed_offline_single_core_run_resumes_to_the_reference_results(full_ru
     assert "Nothing to be done" not in result.stderr
     assert not partial_files(project), partial_files(project)
 
-    tables = assert_same_run(full_run, project)
+    # asked for only now, so that under pytest-xdist another worker runs it meanwhile
+    tables = assert_same_run(request.getfixturevalue("full_run"), project)
     assert any(str(t).startswith("de/") for t in tables) and any(str(t).startswith("qc/") for t in tables)
     print(f"\nkilled during {killed_in}; resumed offline at --cores 1; {len(tables)} tables equal")
 

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_results import assert_same_run  # noqa: E402
-from conftest import copy_project, workflow_env  # noqa: E402
+from conftest import make_full_run_project, workflow_env  # noqa: E402
 from slurm_cluster import ACCOUNT, PARTITION, SlurmCluster, ensure_slurm_installed  # noqa: E402
 from workflow_rules import load_rules  # noqa: E402
 
@@ -161,11 +161,10 @@ def slurm_without_accounting():
 # ---------------------------------------------------------------------------- the tests
 
 
-def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, full_run, tmp_path):
+def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, request, tmp_path):
     """rule all through profiles/slurm: every job is a SLURM job, every table equals the local run's."""
     cluster = slurm_with_accounting
-    local = full_run  # conftest: the same small project, run locally with --cores 2
-    remote = copy_project(local, tmp_path / "slurm")  # inputs and config only
+    remote = make_full_run_project(tmp_path / "slurm")  # full_run's inputs and config, unrun
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
 
     profile = _slurm_profile(tmp_path / "profile", account=ACCOUNT)
@@ -208,7 +207,10 @@ def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, full_ru
     # one workflow run: the plugin names every job after the run's UUID
     assert len({r["JobName"] for r in records}) == 1
 
-    # tables, and the Leiden, cell-type and doublet columns of integrated.h5ad
+    # tables, and the Leiden, cell-type and doublet columns of integrated.h5ad. full_run (the same
+    # project run locally with --cores 2) is asked for only now: under pytest-xdist another worker
+    # runs it while this run waits on SLURM.
+    local = request.getfixturevalue("full_run")
     tables = assert_same_run(local, remote)
     assert any(str(t).startswith("qc/") for t in tables)
     print(
@@ -216,11 +218,11 @@ def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, full_ru
     )
 
 
-def test_slurm_profile_works_without_accounting(slurm_without_accounting, full_run, tmp_path):
+def test_slurm_profile_works_without_accounting(slurm_without_accounting, request, tmp_path):
     """Without slurmdbd, sacct fails; the profile's squeue status command still finishes the run."""
     cluster = slurm_without_accounting
     assert cluster.run("sacct", check=False).returncode != 0  # really no accounting here
-    remote = copy_project(full_run, tmp_path / "slurm")
+    remote = make_full_run_project(tmp_path / "slurm")
     profile = _slurm_profile(tmp_path / "profile", account=None)
     sample = pd.read_csv(remote / "config" / "samples.tsv", sep="\t")["sample"].iloc[0]
     target = f"results/qc/{sample}/thresholds.json"
@@ -229,7 +231,7 @@ def test_slurm_profile_works_without_accounting(slurm_without_accounting, full_r
     n_jobs = sum(_job_stats(log).values())
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
     assert n_jobs >= 2 and len(submitted) == n_jobs, f"{n_jobs} jobs but SLURM job ids {submitted}"
-    assert (remote / target).read_text() == (full_run / target).read_text()
+    assert (remote / target).read_text() == (request.getfixturevalue("full_run") / target).read_text()
 
 
 def test_missing_slurm_is_reported_not_installed_when_installing_is_off(monkeypatch, tmp_path):
