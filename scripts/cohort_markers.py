@@ -10,9 +10,10 @@ def main(smk, log):
     p = cohort.cohort_params(smk.params.cohort)
     adata = cohort.read_cohort(smk.input.h5ad, parts=("X", "obs", "var", "uns"))
     cluster_key = adata.uns["cohort"]["default_cluster_key"]
-    markers = cohort.find_markers(
-        adata, cluster_key, n_genes=int(p["n_marker_genes"]), min_pct=float(p["marker_min_pct"])
-    )
+    min_pct = float(p["marker_min_pct"])
+    if min_pct > 0:  # keep only the tested genes, so the whole matrix is not held beside the test's copies
+        adata = adata[:, cohort.marker_test_genes(adata, cluster_key, min_pct)].copy()
+    markers = cohort.find_markers(adata, cluster_key, n_genes=int(p["n_marker_genes"]))
     write_table(markers, smk.output.markers)
     cohort.plot_marker_dotplot(adata, markers, cluster_key, smk.output.dotplot)
     log.info("%d marker rows for %d clusters.", len(markers), markers["cluster"].nunique())

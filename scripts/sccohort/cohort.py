@@ -1126,6 +1126,22 @@ def detection_by_group(matrix, codes: np.ndarray, n_groups: int, chunk_rows: int
     return counts.reshape(n_groups, n_genes)
 
 
+def marker_test_genes(adata, groupby: str, min_pct: float) -> np.ndarray:
+    """Genes (a mask over var) detected in at least `min_pct` of the cells of at least one group."""
+    labels = adata.obs[groupby].cat
+    codes = labels.codes.to_numpy()
+    detected = detection_by_group(adata.X, codes, len(labels.categories))
+    sizes = np.bincount(codes[codes >= 0], minlength=len(labels.categories))
+    keep = (detected / np.maximum(sizes, 1)[:, None] >= min_pct).any(axis=0)
+    LOG.info(
+        "Markers: %d of %d genes are detected in >= %.0f%% of the cells of some cluster and are tested.",
+        int(keep.sum()),
+        adata.n_vars,
+        100 * min_pct,
+    )
+    return keep
+
+
 def find_markers(adata, groupby: str, n_genes: int = 25, min_pct: float = 0.0) -> pd.DataFrame:
     """Wilcoxon rank-sum markers per cluster (one cluster vs the rest) on log-normalised X.
 
@@ -1159,22 +1175,7 @@ def find_markers(adata, groupby: str, n_genes: int = 25, min_pct: float = 0.0) -
     if len(groups) < 2 or adata.obs[groupby].nunique() < 2:
         LOG.warning("Markers: fewer than two clusters with 2+ cells; the marker table is empty.")
         return pd.DataFrame(columns=columns)
-    tested = adata
-    if min_pct > 0:
-        labels = adata.obs[groupby].cat
-        detected = detection_by_group(adata.X, labels.codes.to_numpy(), len(labels.categories))
-        sizes_by_code = np.bincount(
-            labels.codes.to_numpy()[labels.codes.to_numpy() >= 0], minlength=len(labels.categories)
-        )
-        fraction = detected / np.maximum(sizes_by_code, 1)[:, None]
-        keep = (fraction >= min_pct).any(axis=0)
-        LOG.info(
-            "Markers: %d of %d genes are detected in >= %.0f%% of the cells of some cluster and are tested.",
-            int(keep.sum()),
-            adata.n_vars,
-            100 * min_pct,
-        )
-        tested = adata[:, keep].copy()
+    tested = adata if min_pct <= 0 else adata[:, marker_test_genes(adata, groupby, min_pct)].copy()
     sc.tl.rank_genes_groups(
         tested,
         groupby,
