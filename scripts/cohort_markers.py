@@ -10,9 +10,8 @@ def main(smk, log):
     p = cohort.cohort_params(smk.params.cohort)
     adata = cohort.read_cohort(smk.input.h5ad, parts=("X", "obs", "var", "uns"))
     cluster_key = adata.uns["cohort"]["default_cluster_key"]
-    min_pct = float(p["marker_min_pct"])
-    if min_pct > 0:  # keep only the tested genes, so the whole matrix is not held beside the test's copies
-        adata = adata[:, cohort.marker_test_genes(adata, cluster_key, min_pct)].copy()
+    # rebinding frees the whole matrix before the test makes its copies of the tested genes
+    adata = cohort.restrict_to_marker_genes(adata, cluster_key, float(p["marker_min_pct"]))
     markers = cohort.find_markers(adata, cluster_key, n_genes=int(p["n_marker_genes"]))
     write_table(markers, smk.output.markers)
     cohort.plot_marker_dotplot(adata, markers, cluster_key, smk.output.dotplot)

@@ -1142,6 +1142,11 @@ def marker_test_genes(adata, groupby: str, min_pct: float) -> np.ndarray:
     return keep
 
 
+def restrict_to_marker_genes(adata, groupby: str, min_pct: float):
+    """`adata` with only the genes marker_test_genes keeps (a copy); `adata` itself when min_pct <= 0."""
+    return adata if min_pct <= 0 else adata[:, marker_test_genes(adata, groupby, min_pct)].copy()
+
+
 def find_markers(adata, groupby: str, n_genes: int = 25, min_pct: float = 0.0) -> pd.DataFrame:
     """Wilcoxon rank-sum markers per cluster (one cluster vs the rest) on log-normalised X.
 
@@ -1175,7 +1180,7 @@ def find_markers(adata, groupby: str, n_genes: int = 25, min_pct: float = 0.0) -
     if len(groups) < 2 or adata.obs[groupby].nunique() < 2:
         LOG.warning("Markers: fewer than two clusters with 2+ cells; the marker table is empty.")
         return pd.DataFrame(columns=columns)
-    tested = adata if min_pct <= 0 else adata[:, marker_test_genes(adata, groupby, min_pct)].copy()
+    tested = restrict_to_marker_genes(adata, groupby, min_pct)
     sc.tl.rank_genes_groups(
         tested,
         groupby,
