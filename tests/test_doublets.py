@@ -58,6 +58,24 @@ def test_same_seed_same_scores(planted):
     np.testing.assert_array_equal(first["doublet_score"], second["doublet_score"])
 
 
+def test_stepwise_scrublet_equals_scrub_doublets(planted):
+    """doublets.scrub_doublets (z-scoring in place) gives Scrublet's own scores, bit for bit."""
+    import contextlib
+    import io
+
+    import scrublet
+
+    counts, truth = planted
+    theirs = scrublet.Scrublet(counts, expected_doublet_rate=truth.mean(), random_state=5)
+    ours = scrublet.Scrublet(counts, expected_doublet_rate=truth.mean(), random_state=5)
+    with contextlib.redirect_stdout(io.StringIO()):
+        expected, _ = theirs.scrub_doublets(n_prin_comps=30, use_approx_neighbors=False, verbose=False)
+        observed = doublets.scrub_doublets(ours, n_prin_comps=30)
+    np.testing.assert_array_equal(observed, expected)
+    np.testing.assert_array_equal(ours.doublet_scores_sim_, theirs.doublet_scores_sim_)
+    np.testing.assert_array_equal(ours.manifold_obs_, theirs.manifold_obs_)
+
+
 def test_expected_rate_follows_cells_recovered():
     assert doublets.expected_doublet_rate(1000) == pytest.approx(0.008)
     assert doublets.expected_doublet_rate(10_000) == pytest.approx(0.08)
