@@ -8,11 +8,10 @@ def main(smk, log):
     from sccohort.runtime import write_table
 
     p = cohort.cohort_params(smk.params.cohort)
-    adata = cohort.read_cohort(smk.input.h5ad, parts=("X", "obs", "var", "uns"))
+    # only the tested genes' columns are read (in row chunks): the whole matrix is never in memory
+    adata = cohort.read_marker_genes(smk.input.h5ad, float(p["marker_min_pct"]))
     cluster_key = adata.uns["cohort"]["default_cluster_key"]
-    # rebinding frees the whole matrix before the test makes its copies of the tested genes
-    adata = cohort.restrict_to_marker_genes(adata, cluster_key, float(p["marker_min_pct"]))
-    markers = cohort.find_markers(adata, cluster_key, n_genes=int(p["n_marker_genes"]))
+    markers = cohort.find_markers(adata, cluster_key, n_genes=int(p["n_marker_genes"]), threads=smk.threads)
     write_table(markers, smk.output.markers)
     cohort.plot_marker_dotplot(adata, markers, cluster_key, smk.output.dotplot)
     log.info("%d marker rows for %d clusters.", len(markers), markers["cluster"].nunique())

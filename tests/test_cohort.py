@@ -473,6 +473,58 @@ def test_markers_min_pct_tests_only_detected_genes_and_keeps_their_statistics(cl
     assert top(common) == top(every)
 
 
+def test_markers_have_scanpys_wilcoxon_statistics(clustered):
+    """illico's sparse Wilcoxon gives the numbers of scanpy's rank_genes_groups (tie_correct=False)."""
+    import scanpy as sc
+
+    key = cohort.leiden_key(0.5)
+    ours = cohort.find_markers(clustered, key, n_genes=clustered.n_vars, threads=2)
+    reference = clustered.copy()
+    sc.tl.rank_genes_groups(
+        reference, key, method="wilcoxon", reference="rest", use_raw=False, pts=True, tie_correct=False
+    )
+    theirs = sc.get.rank_genes_groups_df(reference, group=None)
+    theirs["group"] = theirs["group"].astype(str)
+    merged = ours.merge(theirs, left_on=["cluster", "gene"], right_on=["group", "names"], validate="1:1")
+    assert len(merged) == len(ours) == clustered.n_vars * clustered.obs[key].nunique()
+    for mine, scanpys in [
+        ("score", "scores"),
+        ("logfoldchange", "logfoldchanges"),
+        ("pct_in", "pct_nz_group"),
+        ("pct_out", "pct_nz_reference"),
+    ]:
+        np.testing.assert_allclose(merged[mine], merged[scanpys], rtol=1e-4, atol=1e-4, err_msg=mine)
+    # p-values and their BH adjustment, compared on the log scale where they are tiny
+    for mine, scanpys in [("pval", "pvals"), ("pval_adj", "pvals_adj")]:
+        np.testing.assert_allclose(
+            np.log10(np.maximum(merged[mine], 1e-300)),
+            np.log10(np.maximum(merged[scanpys], 1e-300)),
+            atol=1e-3,
+            err_msg=mine,
+        )
+    top = ours[ours["rank"] <= 10].groupby("cluster")["gene"].apply(set).to_dict()
+    scanpy_top = {
+        str(group): set(reference.uns["rank_genes_groups"]["names"][str(group)][:10])
+        for group in clustered.obs[key].cat.categories
+    }
+    assert top == scanpy_top
+
+
+def test_read_marker_genes_reads_only_the_tested_genes(clustered, tmp_path):
+    key = cohort.leiden_key(0.5)
+    path = tmp_path / "clustered.h5ad"
+    clustered.write_h5ad(path)
+    read = cohort.read_marker_genes(path, 0.1, groupby=key, chunk_rows=97)
+    restricted = cohort.restrict_to_marker_genes(clustered, key, 0.1)
+    assert list(read.var_names) == list(restricted.var_names)
+    assert read.n_vars < clustered.n_vars
+    assert (read.X != restricted.X).nnz == 0
+    pd.testing.assert_frame_equal(read.obs, restricted.obs)
+    assert cohort.find_markers(read, key, n_genes=10).equals(
+        cohort.find_markers(clustered, key, 10, min_pct=0.1)
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Metrics on constructed neighbourhoods
 # --------------------------------------------------------------------------------------------

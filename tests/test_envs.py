@@ -55,10 +55,18 @@ def _env_pins(path: Path) -> tuple[list[str], dict[str, str]]:
     env = yaml.safe_load(path.read_text())
     pins = {}
     for dep in env["dependencies"]:
-        assert isinstance(dep, str), (
-            f"{path.name}: unexpected dependency entry {dep!r} (pip: sections not allowed)"
-        )
+        if isinstance(dep, dict):  # {"pip": ["name==version", ...]}: only PyPI-only packages
+            assert set(dep) == {"pip"}, f"{path.name}: unexpected dependency entry {dep!r}"
+            for requirement in dep["pip"]:
+                name, _, version = requirement.partition("==")
+                assert name in gen_envs.PIP_ONLY, (
+                    f"{path.name}: {name} comes from pip but has a conda package"
+                )
+                pins[name] = f"=={version}"
+            continue
         name, _, spec = dep.partition(" ")
+        if name == "pip" and not spec:  # conda's pip, to install the pip: section
+            continue
         pins[name] = spec.strip()
     return env["channels"], pins
 

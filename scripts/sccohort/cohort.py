@@ -1077,69 +1077,116 @@ def read_cohort(path: str | Path, parts: Sequence[str] = ("obs", "var", "obsm", 
     return adata
 
 
+def _x_row_blocks(handle, path: Path, chunk_rows: int):
+    """(start, CSR block) over the rows of a sparse X in an open .h5ad, `chunk_rows` at a time."""
+    import h5py
+    from anndata.io import sparse_dataset
+
+    matrix = handle["X"]
+    if isinstance(matrix, h5py.Dataset):
+        raise InputError(f"{path}: X is dense; the cohort stage writes a sparse X.")
+    dataset = sparse_dataset(matrix)
+    n_obs = dataset.shape[0]
+    for start in range(0, n_obs, chunk_rows):
+        yield start, sp.csr_matrix(dataset[start : min(start + chunk_rows, n_obs)])
+
+
+def _var_names(handle) -> pd.Index:
+    from anndata.io import read_elem
+
+    return pd.Index(read_elem(handle["var"]).index.astype(str))
+
+
 def read_gene_columns(path: str | Path, genes: Sequence[str], chunk_rows: int = 20000) -> sp.csr_matrix:
     """X of an .h5ad restricted to `genes` (var names), read in row chunks.
 
     Memory stays at one chunk of X plus the result, instead of the whole matrix.
     """
     import h5py
-    from anndata.io import read_elem, sparse_dataset
 
     path = Path(path)
     with h5py.File(path, "r") as handle:
-        var_names = pd.Index(read_elem(handle["var"]).index.astype(str))
-        columns = var_names.get_indexer(pd.Index(genes).astype(str))
+        columns = _var_names(handle).get_indexer(pd.Index(genes).astype(str))
         if (columns < 0).any():
             missing = [g for g, c in zip(genes, columns, strict=True) if c < 0]
             raise InputError(f"{path}: genes {', '.join(missing[:5])} are not in var.")
         matrix = handle["X"]
         if isinstance(matrix, h5py.Dataset):  # dense X
             return sp.csr_matrix(matrix[:, np.sort(columns)][:, np.argsort(np.argsort(columns))])
-        dataset = sparse_dataset(matrix)
-        n_obs = dataset.shape[0]
-        blocks = [
-            sp.csr_matrix(dataset[start : min(start + chunk_rows, n_obs)])[:, columns]
-            for start in range(0, n_obs, chunk_rows)
-        ]
-    return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, len(genes)), dtype=np.float32)
+        blocks = [block[:, columns] for _, block in _x_row_blocks(handle, path, chunk_rows)]
+    return _stack_rows(blocks, len(genes))
+
+
+def _stack_rows(blocks: list[sp.csr_matrix], n_cols: int) -> sp.csr_matrix:
+    """sp.vstack of CSR row blocks that frees each block once it is copied (and empties `blocks`).
+
+    The result's arrays fill page by page as the blocks are released, so the peak is about the
+    result plus one block instead of twice the result.
+    """
+    n_rows = sum(block.shape[0] for block in blocks)
+    nnz = sum(block.nnz for block in blocks)
+    index_dtype = np.int32 if nnz < np.iinfo(np.int32).max else np.int64
+    data = np.empty(nnz, dtype=blocks[0].dtype if blocks else np.float32)
+    indices = np.empty(nnz, dtype=index_dtype)
+    indptr = np.zeros(n_rows + 1, dtype=index_dtype)
+    row = position = 0
+    blocks.reverse()
+    while blocks:
+        block = blocks.pop()
+        data[position : position + block.nnz] = block.data
+        indices[position : position + block.nnz] = block.indices
+        indptr[row + 1 : row + 1 + block.shape[0]] = block.indptr[1:] + position
+        row, position = row + block.shape[0], position + block.nnz
+        del block
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols), copy=False)
 
 
 # --------------------------------------------------------------------------------------------
 # Markers
 # --------------------------------------------------------------------------------------------
-def detection_by_group(matrix, codes: np.ndarray, n_groups: int, chunk_rows: int = 20000) -> np.ndarray:
+def detection_by_group(matrix, codes: np.ndarray, n_groups: int, chunk_rows: int = 5000) -> np.ndarray:
     """groups x genes: how many cells of each group have a non-zero value of each gene.
 
     `codes` is each row's group (0 .. n_groups - 1; negative rows are ignored). CSR rows are
     counted in chunks, so the temporaries stay at one chunk's entries.
     """
     matrix = sp.csr_matrix(matrix)
-    n_genes = matrix.shape[1]
-    counts = np.zeros(n_groups * n_genes, dtype=np.int64)
+    counts = np.zeros((n_groups, matrix.shape[1]), dtype=np.int64)
     for start in range(0, matrix.shape[0], chunk_rows):
-        block = matrix[start : start + chunk_rows]
-        group = np.repeat(
-            np.asarray(codes[start : start + chunk_rows], dtype=np.int64), np.diff(block.indptr)
+        counts += _block_detection(
+            matrix[start : start + chunk_rows], codes[start : start + chunk_rows], n_groups
         )
-        keep = (block.data != 0) & (group >= 0)
-        counts += np.bincount(group[keep] * n_genes + block.indices[keep], minlength=n_groups * n_genes)
-    return counts.reshape(n_groups, n_genes)
+    return counts
+
+
+def _block_detection(block: sp.csr_matrix, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    n_genes = block.shape[1]
+    # the flat (group, gene) index fits int32 for any realistic cohort; it halves the temporaries
+    dtype = np.int32 if n_groups * n_genes < np.iinfo(np.int32).max else np.int64
+    group = np.repeat(np.asarray(codes, dtype=dtype), np.diff(block.indptr))
+    keep = (block.data != 0) & (group >= 0)
+    flat = np.bincount(group[keep] * n_genes + block.indices[keep], minlength=n_groups * n_genes)
+    return flat.reshape(n_groups, n_genes)
+
+
+def _tested_gene_mask(detected: np.ndarray, codes: np.ndarray, min_pct: float) -> np.ndarray:
+    """Genes detected in at least `min_pct` of the cells of at least one group (groups x genes counts)."""
+    sizes = np.bincount(codes[codes >= 0], minlength=detected.shape[0])
+    keep = (detected / np.maximum(sizes, 1)[:, None] >= min_pct).any(axis=0)
+    LOG.info(
+        "Markers: %d of %d genes are detected in >= %.0f%% of the cells of some cluster and are tested.",
+        int(keep.sum()),
+        detected.shape[1],
+        100 * min_pct,
+    )
+    return keep
 
 
 def marker_test_genes(adata, groupby: str, min_pct: float) -> np.ndarray:
     """Genes (a mask over var) detected in at least `min_pct` of the cells of at least one group."""
     labels = adata.obs[groupby].cat
     codes = labels.codes.to_numpy()
-    detected = detection_by_group(adata.X, codes, len(labels.categories))
-    sizes = np.bincount(codes[codes >= 0], minlength=len(labels.categories))
-    keep = (detected / np.maximum(sizes, 1)[:, None] >= min_pct).any(axis=0)
-    LOG.info(
-        "Markers: %d of %d genes are detected in >= %.0f%% of the cells of some cluster and are tested.",
-        int(keep.sum()),
-        adata.n_vars,
-        100 * min_pct,
-    )
-    return keep
+    return _tested_gene_mask(detection_by_group(adata.X, codes, len(labels.categories)), codes, min_pct)
 
 
 def restrict_to_marker_genes(adata, groupby: str, min_pct: float):
@@ -1147,21 +1194,95 @@ def restrict_to_marker_genes(adata, groupby: str, min_pct: float):
     return adata if min_pct <= 0 else adata[:, marker_test_genes(adata, groupby, min_pct)].copy()
 
 
-def find_markers(adata, groupby: str, n_genes: int = 25, min_pct: float = 0.0) -> pd.DataFrame:
+def read_marker_genes(path: str | Path, min_pct: float, groupby: str | None = None, chunk_rows: int = 20000):
+    """The clustered .h5ad at `path` with X holding only the genes marker_test_genes keeps.
+
+    The same object as read_cohort(path, ("X", "obs", "var", "uns")) passed through
+    restrict_to_marker_genes, but X is read twice in row chunks (detection, then the kept genes),
+    so the whole matrix is never in memory. `groupby` defaults to uns["cohort"]["default_cluster_key"].
+    """
+    import anndata as ad
+    import h5py
+
+    path = Path(path)
+    adata = read_cohort(path, parts=("obs", "var", "uns"))
+    groupby = groupby or adata.uns["cohort"]["default_cluster_key"]
+    labels = adata.obs[groupby].cat
+    codes = labels.codes.to_numpy()
+    with h5py.File(path, "r") as handle:
+        detected = np.zeros((len(labels.categories), adata.n_vars), dtype=np.int64)
+        # smaller chunks than for reading the kept genes: the counting's temporaries scale with them
+        for start, block in _x_row_blocks(handle, path, max(1, chunk_rows // 4)):
+            detected += _block_detection(block, codes[start : start + block.shape[0]], len(labels.categories))
+    keep = _tested_gene_mask(detected, codes, min_pct) if min_pct > 0 else np.ones(adata.n_vars, dtype=bool)
+    X = read_gene_columns(path, adata.var_names[keep], chunk_rows=chunk_rows)
+    return ad.AnnData(X=X, obs=adata.obs, var=adata.var[keep].copy(), uns=adata.uns)
+
+
+def wilcoxon_one_vs_rest(adata, groupby: str, groups: Sequence[str], threads: int = 1) -> pd.DataFrame:
+    """Wilcoxon rank-sum test of each group's cells against all other cells, for every gene of X.
+
+    The statistics of scanpy's ``rank_genes_groups(method="wilcoxon", reference="rest",
+    tie_correct=False)`` (z-score as score, two-sided normal p-value, log2 fold change of
+    expm1 group means), computed by illico on the sparse matrix: it ranks each gene's non-zero
+    values once instead of a dense copy of every gene per chunk, and needs no per-group copies of
+    the matrix. Returns columns group, gene, score, logfoldchange, pval (genes in var order).
+    """
+    import contextlib
+    import io
+
+    import anndata as ad
+    from illico import asymptotic_wilcoxon
+    from loguru import logger
+
+    if sp.issparse(adata.X) and not adata.X.has_sorted_indices:
+        X = adata.X.copy()
+        X.sort_indices()  # illico refuses CSR input with unsorted column indices
+        adata = ad.AnnData(X=X, obs=adata.obs, var=adata.var)
+    logger.disable("illico")  # its INFO lines and tqdm bar would fill the rule log
+    with contextlib.redirect_stderr(io.StringIO()):
+        result = asymptotic_wilcoxon(
+            adata,
+            is_log1p=True,
+            group_keys=groupby,
+            reference=None,
+            groups=list(groups),
+            n_threads=int(threads),
+            use_continuity=False,
+            tie_correct=False,
+            exp_post_agg=True,
+        )
+    with np.errstate(divide="ignore"):
+        logfoldchange = np.log2(result["fold_change"].to_numpy(dtype=float))
+    return pd.DataFrame(
+        {
+            "group": result.index.get_level_values(0).astype(str),
+            "gene": result.index.get_level_values(1).astype(str),
+            "score": result["z_score"].to_numpy(dtype=float),
+            "logfoldchange": logfoldchange,
+            "pval": result["p_value"].to_numpy(dtype=float),
+        }
+    )
+
+
+def find_markers(
+    adata, groupby: str, n_genes: int = 25, min_pct: float = 0.0, threads: int = 1
+) -> pd.DataFrame:
     """Wilcoxon rank-sum markers per cluster (one cluster vs the rest) on log-normalised X.
 
     Returns the top `n_genes` genes per cluster (by Wilcoxon score) with columns cluster, rank,
     gene, gene_id, score, logfoldchange, pval, pval_adj, pct_in (fraction of the cluster's cells
     expressing it), pct_out (fraction of the other cells). Clusters with fewer than 2 cells are
-    skipped; with one cluster the table is empty.
+    skipped; with one cluster the table is empty. The statistics are those of scanpy's
+    rank_genes_groups (wilcoxon, tie_correct=False); see wilcoxon_one_vs_rest.
 
     min_pct: only genes detected in at least this fraction of the cells of at least one cluster
     are tested (Seurat's min.pct, applied once for all clusters: a gene kept for one comparison is
     tested in all). A gene below it in every cluster cannot be a cluster's marker; on large
-    cohorts such rare genes are most of the genes and of the test's run time. pval_adj is then
-    Benjamini-Hochberg over the tested genes.
+    cohorts such rare genes are most of the genes and of the test's run time. pval_adj is
+    Benjamini-Hochberg over the tested genes, per cluster.
     """
-    import scanpy as sc
+    from scipy.stats import false_discovery_control
 
     columns = [
         "cluster",
@@ -1181,39 +1302,32 @@ def find_markers(adata, groupby: str, n_genes: int = 25, min_pct: float = 0.0) -
         LOG.warning("Markers: fewer than two clusters with 2+ cells; the marker table is empty.")
         return pd.DataFrame(columns=columns)
     tested = restrict_to_marker_genes(adata, groupby, min_pct)
-    sc.tl.rank_genes_groups(
-        tested,
-        groupby,
-        groups=groups,
-        reference="rest",
-        method="wilcoxon",
-        use_raw=False,
-        pts=True,
-        n_genes=int(min(n_genes, tested.n_vars)),
-        tie_correct=False,
+    stats = wilcoxon_one_vs_rest(tested, groupby, groups, threads=threads)
+
+    labels = tested.obs[groupby].cat
+    codes = labels.codes.to_numpy()
+    detected = detection_by_group(tested.X, codes, len(labels.categories))
+    group_sizes = np.bincount(codes[codes >= 0], minlength=len(labels.categories))
+    n_cells = int(group_sizes.sum())
+    gene_position = pd.Index(tested.var_names.astype(str))
+    tables = []
+    for group in groups:
+        table = stats[stats["group"] == group]
+        position = gene_position.get_indexer(table["gene"])
+        code = labels.categories.get_loc(group)
+        table = table.assign(
+            pval_adj=false_discovery_control(table["pval"].to_numpy()),
+            pct_in=detected[code, position] / group_sizes[code],
+            pct_out=(detected[:, position].sum(axis=0) - detected[code, position])
+            / (n_cells - group_sizes[code]),
+        )
+        # highest score first; ties in gene order, so the table does not depend on the test's layout
+        order = np.lexsort((position, -table["score"].to_numpy()))[:n_genes]
+        tables.append(table.iloc[order].assign(rank=np.arange(1, len(order) + 1)))
+    df = pd.concat(tables, ignore_index=True).rename(columns={"group": "cluster"})
+    df["gene_id"] = (
+        tested.var.loc[df["gene"], "gene_id"].to_numpy() if "gene_id" in tested.var else df["gene"]
     )
-    df = sc.get.rank_genes_groups_df(tested, group=None)
-    if "group" not in df:
-        df.insert(0, "group", groups[0])
-    df = df.rename(
-        columns={
-            "group": "cluster",
-            "names": "gene",
-            "scores": "score",
-            "logfoldchanges": "logfoldchange",
-            "pvals": "pval",
-            "pvals_adj": "pval_adj",
-            "pct_nz_group": "pct_in",
-            "pct_nz_reference": "pct_out",
-        }
-    )
-    df["cluster"] = df["cluster"].astype(str)
-    df["rank"] = df.groupby("cluster", sort=False).cumcount() + 1
-    df = df[df["rank"] <= n_genes]
-    df["gene_id"] = adata.var.loc[df["gene"], "gene_id"].to_numpy() if "gene_id" in adata.var else df["gene"]
-    for column in columns:
-        if column not in df:
-            df[column] = np.nan
     return df[columns].reset_index(drop=True)
 
 

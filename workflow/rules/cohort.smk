@@ -217,7 +217,7 @@ rule cohort_markers:
         "benchmarks/cohort/cohort_markers.tsv"
     conda:
         "../../envs/cohort.yaml"
-    # scanpy ranks the genes for the Wilcoxon test in numba-parallel chunks
+    # illico runs the Wilcoxon test on gene batches in threads
     threads: 2
     resources:
         mem_mb=mem_mb_from_input(2000, 3),
