@@ -238,12 +238,24 @@ def versions() -> dict:
         "pydeseq2",
         "numba",
         "scikit-misc",
+        "illico",
     ):
         try:
             found[package] = version(package)
         except PackageNotFoundError:
             found[package] = None
     return found
+
+
+def git_commit() -> str | None:
+    """The commit of the workflow being measured (None outside a git checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,7 +333,8 @@ def ratio(a, b):
 def print_report(record: dict) -> None:
     cohort, machine = record["cohort"], record["machine"]
     print()
-    print(f"== {record['date']} {record.get('label') or ''}")
+    commit = f" (commit {record['commit']})" if record.get("commit") else ""
+    print(f"== {record['date']} {record.get('label') or ''}{commit}")
     print(
         f"sccohort benchmark '{record['name']}': {cohort['n_samples']} samples x "
         f"{cohort['cells_per_sample']:,} cells = {cohort['n_cells']:,} cells (seed {cohort['seed']})"
@@ -436,6 +449,7 @@ def main(argv=None) -> int:
     record = {
         "name": name,
         "label": args.label,
+        "commit": git_commit(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cores": args.cores,
         "numba_cache": "warm (kept from the previous run)" if args.warm else "cold (emptied before each run)",
