@@ -637,7 +637,9 @@ def _seurat_v3_hvg(adata, n_top: int, codes: np.ndarray | None, eligible: np.nda
     counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
     rows = slice(None) if codes is None or (codes >= 0).all() else np.flatnonzero(codes >= 0)
     cols = slice(None) if eligible.all() else np.flatnonzero(eligible)
-    subset = counts[rows][:, cols] if not (isinstance(rows, slice) and isinstance(cols, slice)) else counts
+    # index only the axes that need it: counts[:] alone would copy the whole matrix once more
+    subset = counts if isinstance(rows, slice) else counts[rows]
+    subset = subset if isinstance(cols, slice) else subset[:, cols]
     obs = pd.DataFrame(index=pd.RangeIndex(subset.shape[0]).astype(str))
     batch_key = None
     if codes is not None:
@@ -650,6 +652,9 @@ def _seurat_v3_hvg(adata, n_top: int, codes: np.ndarray | None, eligible: np.nda
         n_top_genes=n_top,
         batch_key=batch_key,
         inplace=False,
+        # load_sample refused anything but integer counts; scanpy's check makes two
+        # matrix-sized temporaries (data % 1 and its comparison)
+        check_values=False,
     )
     selected.index = var.index
     df = selected.reindex(adata.var_names)

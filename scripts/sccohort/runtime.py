@@ -154,10 +154,12 @@ def package_versions(names=None) -> dict[str, str]:
         "scikit-learn",
         "scrublet",
         "harmonypy",
+        "illico",
         "pydeseq2",
         "leidenalg",
         "igraph",
         "umap-learn",
+        "scikit-misc",
         "matplotlib",
         "snakemake",
     )
