@@ -1175,7 +1175,11 @@ def _block_detection(block: sp.csr_matrix, codes: np.ndarray, n_groups: int) -> 
 
 
 def _tested_gene_mask(detected: np.ndarray, codes: np.ndarray, min_pct: float) -> np.ndarray:
-    """Genes detected in at least `min_pct` of the cells of at least one group (groups x genes counts)."""
+    """Genes detected in at least `min_pct` of the cells of at least one group (groups x genes counts).
+
+    Every gene when min_pct <= 0."""
+    if min_pct <= 0:
+        return np.ones(detected.shape[1], dtype=bool)
     sizes = np.bincount(codes[codes >= 0], minlength=detected.shape[0])
     keep = (detected / np.maximum(sizes, 1)[:, None] >= min_pct).any(axis=0)
     LOG.info(
@@ -1219,7 +1223,7 @@ def read_marker_genes(path: str | Path, min_pct: float, groupby: str | None = No
         # smaller chunks than for reading the kept genes: the counting's temporaries scale with them
         for start, block in _x_row_blocks(handle, path, max(1, chunk_rows // 4)):
             detected += _block_detection(block, codes[start : start + block.shape[0]], len(labels.categories))
-    keep = _tested_gene_mask(detected, codes, min_pct) if min_pct > 0 else np.ones(adata.n_vars, dtype=bool)
+    keep = _tested_gene_mask(detected, codes, min_pct)
     X = read_gene_columns(path, adata.var_names[keep], chunk_rows=chunk_rows)
     return ad.AnnData(X=X, obs=adata.obs, var=adata.var[keep].copy(), uns=adata.uns)
 
@@ -1306,12 +1310,15 @@ def find_markers(
     if len(groups) < 2 or adata.obs[groupby].nunique() < 2:
         LOG.warning("Markers: fewer than two clusters with 2+ cells; the marker table is empty.")
         return pd.DataFrame(columns=columns)
-    tested = restrict_to_marker_genes(adata, groupby, min_pct)
+    labels = adata.obs[groupby].cat
+    codes = labels.codes.to_numpy()
+    # one count of detections serves both the min_pct gene filter and pct_in / pct_out
+    detected = detection_by_group(adata.X, codes, len(labels.categories))
+    keep = _tested_gene_mask(detected, codes, min_pct)
+    tested = adata if keep.all() else adata[:, keep].copy()
+    detected = detected[:, keep]
     stats = wilcoxon_one_vs_rest(tested, groupby, groups, threads=threads)
 
-    labels = tested.obs[groupby].cat
-    codes = labels.codes.to_numpy()
-    detected = detection_by_group(tested.X, codes, len(labels.categories))
     group_sizes = np.bincount(codes[codes >= 0], minlength=len(labels.categories))
     n_cells = int(group_sizes.sum())
     gene_position = pd.Index(tested.var_names.astype(str))

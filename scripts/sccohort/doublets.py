@@ -123,7 +123,6 @@ def scrub_doublets(scrub, n_prin_comps: int = 30) -> np.ndarray:
 
 def _zscore_in_place(matrix, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
     dense = matrix.toarray()
-    del matrix
     dense -= means
     dense *= scales
     return dense
