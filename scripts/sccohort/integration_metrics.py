@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .plots import point_legend
+from .plotting import point_legend
 
 LOG = logging.getLogger("sccohort")
 

@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 
 from . import html  # noqa: E402
 from .errors import InputError  # noqa: E402
-from .plots import point_legend  # noqa: E402
+from .plotting import point_legend  # noqa: E402
 
 UNKNOWN = "Unknown"
 # Reasons a barcode is removed, in the order the QC stage writes them (fail_reason, ';'-joined).
