@@ -575,7 +575,7 @@ def test_annotation_rules_end_to_end(full_run, tmp_path):
     """PBMC of COVID-19 patients and healthy donors (bundled example, 4 samples x 400 cells):
     integrated.h5ad carries the labels, the main PBMC lineages are found, the tables agree with
     the object; then a marker table matching no gene fails the rule with the file named."""
-    from conftest import run_workflow
+    from helpers import run_workflow
 
     # The shared whole-workflow run (conftest.full_run: 4 bundled samples x 400 cells, default config).
     project = full_run

@@ -441,7 +441,7 @@ def test_check_de_config_rejects_bad_contrasts(sheet, de_block, expected):
 
 def test_bad_contrast_fails_before_any_job_runs(project_factory):
     """A contrast level that is not in the sheet stops `snakemake -n` with a message naming it."""
-    from conftest import run_workflow
+    from helpers import run_workflow
 
     project = project_factory(
         "de_bad_level",

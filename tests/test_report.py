@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, make_project, run_workflow
+from helpers import REPO, make_project, run_workflow
 from sccohort import html, multiqc, report
 from sccohort.errors import InputError
 

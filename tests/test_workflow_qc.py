@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL_SAMPLES, make_project, run_workflow
+from helpers import SMALL_SAMPLES, make_project, run_workflow
 from sccohort.io import read_sample
 
 

@@ -184,3 +184,36 @@ def figure_data_uri(fig, *, dpi: int = 110) -> str:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def save_dotplot(
+    adata, genes: Mapping[str, Sequence[str]], groupby: str, path, *, empty_message: str, **options
+) -> None:
+    """scanpy's dot plot of `genes` (group label -> genes) by ``obs[groupby]``, scaled per gene,
+    saved atomically to `path`; a figure saying `empty_message` when there is no gene to show.
+
+    `options` go to ``sc.pl.dotplot`` (e.g. ``title``, ``colorbar_title``).
+    """
+    import scanpy as sc
+
+    from .runtime import atomic_path
+
+    if not genes:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, empty_message, ha="center", va="center")
+        ax.set_axis_off()
+        save_figure(fig, path, tight=False)
+        return
+    plot = sc.pl.dotplot(
+        adata,
+        var_names=dict(genes),
+        groupby=groupby,
+        standard_scale="var",
+        use_raw=False,
+        show=False,
+        return_fig=True,
+        **options,
+    )
+    with atomic_path(path) as tmp:
+        plot.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close("all")

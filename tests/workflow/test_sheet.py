@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, make_project, run_workflow
+from helpers import REPO, make_project, run_workflow
 from sccohort.errors import InputError
 from sccohort.sheet import check_sample_sheet, covariate_columns, read_sample_sheet, sample_override
 

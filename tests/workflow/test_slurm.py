@@ -27,18 +27,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[2]
 
 from compare_results import assert_same_run  # noqa: E402
-from conftest import make_full_run_project, workflow_env  # noqa: E402
+from helpers import make_full_run_project, workflow_env  # noqa: E402
 from slurm_cluster import ACCOUNT, PARTITION, SlurmCluster, ensure_slurm_installed  # noqa: E402
 from workflow_rules import load_rules  # noqa: E402
 
 pytestmark = [pytest.mark.slurm]
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-# conftest.run_workflow runs the local reference (full_run) with --cores 2 and PYTHONHASHSEED=0
+# helpers.run_workflow runs the local reference (full_run) with --cores 2 and PYTHONHASHSEED=0
 LOCAL_CORES = 2
 RUN_TIMEOUT_S = 1800  # a hanging status loop must fail the test, not stall CI
 
@@ -97,7 +96,7 @@ def _slurm_args(profile: Path, threads: int) -> list[str]:
 
 
 def _env(cluster: SlurmCluster) -> dict:
-    return {**workflow_env(), **cluster.env}  # hash seed and numba cache as conftest.run_workflow
+    return {**workflow_env(), **cluster.env}  # hash seed and numba cache as helpers.run_workflow
 
 
 def _job_stats(log_text: str) -> dict[str, int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from compare_results import assert_same_results, assert_same_run
-from conftest import REPO, make_full_run_project, workflow_env
+from helpers import REPO, make_full_run_project, workflow_env
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # Kill points: (rule whose job is running, an output that must not exist after the kill)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import EXAMPLE, SMALL_SAMPLES, make_project, run_workflow
+from helpers import EXAMPLE, SMALL_SAMPLES, make_project, run_workflow
 
 BAD = SMALL_SAMPLES[2]  # the sample a case breaks (Normal_PBMC_5)
 
