@@ -1,35 +1,20 @@
 """Rule de_contrast: PyDESeq2 per group for one contrast; tables, figures and the contrast's summary."""
 
-from sccohort.runtime import configure_environment, get_logger
+from sccohort.runtime import run_rule
 
-configure_environment(snakemake.threads)
-log = get_logger(snakemake.log[0])
 
-try:
-    from sccohort import de
-    from sccohort.pseudobulk import read_pseudobulk
+def main(smk, log):
+    from sccohort.de import de_contrast
 
-    params = snakemake.params
-    settings = de.DESettings.from_config(params.de)
-    contrast = params.contrast
-    log.info(
-        "contrast %s: %s %s vs %s; design %s",
-        contrast["name"],
-        contrast["factor"],
-        contrast["test"],
-        contrast["reference"],
-        settings.design,
-    )
-    counts, metadata = read_pseudobulk(snakemake.input.counts, snakemake.input.metadata)
-    results, summary = de.run_contrast(
-        counts,
-        metadata,
-        contrast,
-        settings,
-        threads=snakemake.threads,
+    de_contrast(
+        counts=smk.input.counts,
+        metadata=smk.input.metadata,
+        output=smk.output[0],
+        contrast=smk.params.contrast,
+        de_options=smk.params.de,
+        threads=smk.threads,
         log=log,
     )
-    de.write_contrast(results, summary, contrast, settings, snakemake.output[0])
-except Exception:
-    log.exception("de_contrast failed")
-    raise
+
+
+run_rule(main, snakemake)  # noqa: F821

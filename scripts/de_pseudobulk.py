@@ -1,36 +1,22 @@
 """Rule de_pseudobulk: sum raw counts per sample x group of the integrated, annotated cohort."""
 
-from sccohort.runtime import configure_environment, get_logger
+from sccohort.runtime import run_rule
 
-configure_environment(snakemake.threads)
-log = get_logger(snakemake.log[0])
 
-try:
-    from sccohort import pseudobulk as pb
+def main(smk, log):
+    from sccohort.de import de_pseudobulk
 
-    params = snakemake.params
-    source = str(snakemake.input.h5ad)
-    adata = pb.read_counts_h5ad(source, layer=params.layer)
-    covariates = [c for c in params.covariates if c in adata.obs.columns]
-    ignored = [c for c in params.covariates if c not in adata.obs.columns and c not in params.required]
-    if ignored:
-        log.warning(
-            "sheet column(s) %s not in obs of %s; left out of the metadata", ", ".join(ignored), source
-        )
-    covariates += [c for c in params.required if c not in covariates]
-    log.info("%s: %d cells x %d genes; grouping by %r", source, adata.n_obs, adata.n_vars, params.group_by)
-    counts, metadata = pb.pseudobulk(
-        adata, group_by=params.group_by, layer=None, covariates=covariates, source=source
+    de_pseudobulk(
+        integrated_h5ad=smk.input.h5ad,
+        counts_output=smk.output.counts,
+        metadata_output=smk.output.metadata,
+        group_by=smk.params.group_by,
+        layer=smk.params.layer,
+        min_cells=smk.params.min_cells,
+        covariates=smk.params.covariates,
+        required=smk.params.required,
+        log=log,
     )
-    log.info(
-        "%d pseudobulk samples (%d groups x %d samples); %d with fewer than %d cells",
-        len(metadata),
-        metadata["group"].nunique(),
-        metadata["sample"].nunique(),
-        int((metadata["n_cells"] < params.min_cells).sum()),
-        params.min_cells,
-    )
-    pb.write_pseudobulk(counts, metadata, snakemake.output.counts, snakemake.output.metadata)
-except Exception:
-    log.exception("de_pseudobulk failed")
-    raise
+
+
+run_rule(main, snakemake)  # noqa: F821

@@ -1,24 +1,12 @@
 """Rule de_summary: one table of every group x contrast, tested or skipped (with the reason)."""
 
-from sccohort.runtime import configure_environment, get_logger
+from sccohort.runtime import run_rule
 
-configure_environment(snakemake.threads)
-log = get_logger(snakemake.log[0])
 
-try:
-    from pathlib import Path
+def main(smk, log):
+    from sccohort.de import de_summary
 
-    import pandas as pd
-    from sccohort.runtime import write_table
+    de_summary(contrast_folders=list(smk.input), output=smk.output[0], log=log)
 
-    tables = [
-        pd.read_csv(Path(folder) / "summary.tsv", sep="\t", dtype=str, keep_default_na=False)
-        for folder in snakemake.input
-    ]
-    summary = pd.concat(tables, ignore_index=True)
-    for status, n in summary["status"].value_counts().items():
-        log.info("%s: %d group x contrast pairs", status, n)
-    write_table(summary, snakemake.output[0])
-except Exception:
-    log.exception("de_summary failed")
-    raise
+
+run_rule(main, snakemake)  # noqa: F821

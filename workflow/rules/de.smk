@@ -5,7 +5,7 @@
 # de_summary lists every group x contrast, tested or skipped with its reason.
 import re
 
-from sccohort import de_config as de_config_checks  # noqa: E402
+from sccohort import de as de_config_checks  # noqa: E402
 from sccohort.sheet import covariate_columns  # noqa: E402
 
 try:

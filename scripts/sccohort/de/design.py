@@ -1,7 +1,9 @@
-"""Checks of the `de:` config block against the sample sheet, run when the DAG is built.
+"""Design formulas: their variables, their design matrix over pseudobulk samples, why one cannot
+be fitted, and the checks of the `de:` config block against the sample sheet.
 
-Everything that can be known before a single cell is read is checked here, so a typo in a
-contrast fails in a second instead of after QC, integration and annotation.
+check_de_config runs when the DAG is built (workflow/rules/de.smk): everything that can be known
+before a single cell is read is checked there, so a typo in a contrast fails in a second instead
+of after QC, integration and annotation. design_problem runs again per group before testing.
 """
 
 from __future__ import annotations
@@ -9,13 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .pseudobulk import safe_name
+from ..errors import InputError
+from ..names import RESERVED_CONTRAST_NAMES, safe_name
 
 # Sheet columns that are not sample descriptions and cannot enter a design.
 NON_DESIGN_COLUMNS = ("path", "counts_layer", "genome")
-# Folders/files under results/de that are not contrasts.
-RESERVED_CONTRAST_NAMES = ("pseudobulk", "summary.tsv")
 
 
 def design_variables(design: str) -> list[str]:
@@ -38,8 +38,9 @@ def design_variables(design: str) -> list[str]:
     return ordered
 
 
-def design_matrix(metadata: pd.DataFrame, design: str, factor: str, test: str, reference: str):
-    """The design matrix of `design` over `metadata`, all variables as categorical factors.
+def design_matrix(metadata: pd.DataFrame, *, design: str, factor: str, test: str, reference: str):
+    """The design matrix of `design` over `metadata` (one row per sample), all variables as
+    categorical factors.
 
     The contrast factor's levels are ordered reference, test, others, so its coefficient for
     the contrast is named f"{factor}[T.{test}]". Other variables keep sorted level order.
@@ -58,7 +59,9 @@ def design_matrix(metadata: pd.DataFrame, design: str, factor: str, test: str, r
     return model_matrix(design, data)
 
 
-def design_problem(metadata: pd.DataFrame, design: str, factor: str, test: str, reference: str) -> str | None:
+def design_problem(
+    metadata: pd.DataFrame, *, design: str, factor: str, test: str, reference: str
+) -> str | None:
     """Why `design` cannot be fitted on these samples (rows of metadata), or None when it can.
 
     Non-estimable: the design matrix is rank-deficient (a covariate confounded with the
@@ -66,7 +69,7 @@ def design_problem(metadata: pd.DataFrame, design: str, factor: str, test: str, 
     contrast coefficient is not estimable, or no residual degree of freedom is left for the
     dispersion estimates (as many coefficients as samples).
     """
-    matrix = design_matrix(metadata, design, factor, test, reference)
+    matrix = design_matrix(metadata, design=design, factor=factor, test=test, reference=reference)
     values = np.asarray(matrix, dtype=float)
     columns = list(matrix.columns)
     n_samples, n_columns = values.shape
@@ -124,54 +127,85 @@ def check_de_config(config: dict, samples: pd.DataFrame) -> list[dict]:
     contrasts: list[dict] = []
     names: dict[str, int] = {}
     for i, contrast in enumerate(de.get("contrasts", []) or []):
-        where = f"config: de.contrasts[{i}]"
-        factor = str(contrast.get("factor", "condition"))
-        test = str(contrast.get("test", ""))
-        reference = str(contrast.get("reference", ""))
-        if factor not in columns:
-            raise InputError(
-                f"{where}: factor {factor!r} is not a column of the sample sheet {sheet_path} "
-                f"(it has {', '.join(columns)})."
-            )
-        if factor not in variables:
-            raise InputError(
-                f"{where}: factor {factor!r} is not in de.design {design!r}; add it to the design "
-                f"(e.g. '{design.rstrip()} + {factor}')."
-            )
-        counts = samples[factor].astype(str).value_counts()
-        for role, level in (("test", test), ("reference", reference)):
-            if level == "":
-                raise InputError(f"{where}: {role} level is empty; name a value of column {factor!r}.")
-            if level not in counts.index:
-                raise InputError(
-                    f"{where}: {role} level {level!r} is not a value of column {factor!r} in the sample "
-                    f"sheet {sheet_path} (values: {', '.join(sorted(counts.index))})."
-                )
-        if test == reference:
-            raise InputError(
-                f"{where}: test and reference are both {test!r}; a contrast compares two levels."
-            )
-        for level in (test, reference):
-            if counts[level] < min_replicates:
-                raise InputError(
-                    f"{where}: level {level!r} of {factor!r} has {counts[level]} sample(s) in {sheet_path}, "
-                    f"fewer than de.min_replicates = {min_replicates}; add replicates or lower de.min_replicates."
-                )
-        name = str(contrast.get("name") or "") or f"{safe_name(test)}_vs_{safe_name(reference)}"
-        if name.lower() in RESERVED_CONTRAST_NAMES:
-            raise InputError(
-                f"{where}: contrast name {name!r} is reserved (results/de/{name} holds other outputs)."
-            )
+        checked = _check_contrast(
+            contrast,
+            samples,
+            where=f"config: de.contrasts[{i}]",
+            design=design,
+            variables=variables,
+            columns=columns,
+            min_replicates=min_replicates,
+            sheet_path=sheet_path,
+        )
+        name = checked["name"]
         if name in names:
             raise InputError(
-                f"{where}: contrast name {name!r} is already used by de.contrasts[{names[name]}]; "
-                "give each contrast a distinct name."
+                f"config: de.contrasts[{i}]: contrast name {name!r} is already used by "
+                f"de.contrasts[{names[name]}]; give each contrast a distinct name."
             )
         names[name] = i
-        problem = design_problem(samples, design, factor, test, reference)
+        problem = design_problem(
+            samples,
+            design=design,
+            factor=checked["factor"],
+            test=checked["test"],
+            reference=checked["reference"],
+        )
         if problem:
             raise InputError(
-                f"{where} ({name}): with all {len(samples)} samples of {sheet_path}, the {problem}."
+                f"config: de.contrasts[{i}] ({name}): with all {len(samples)} samples of {sheet_path}, "
+                f"the {problem}."
             )
-        contrasts.append({"name": name, "factor": factor, "test": test, "reference": reference})
+        contrasts.append(checked)
     return contrasts
+
+
+def _check_contrast(
+    contrast: dict,
+    samples: pd.DataFrame,
+    *,
+    where: str,
+    design: str,
+    variables: list[str],
+    columns: list[str],
+    min_replicates: int,
+    sheet_path: str,
+) -> dict:
+    """One contrast of de.contrasts checked against the sheet on its own (factor, levels,
+    replicates, name); returns it normalised (name, factor, test, reference)."""
+    factor = str(contrast.get("factor", "condition"))
+    test = str(contrast.get("test", ""))
+    reference = str(contrast.get("reference", ""))
+    if factor not in columns:
+        raise InputError(
+            f"{where}: factor {factor!r} is not a column of the sample sheet {sheet_path} "
+            f"(it has {', '.join(columns)})."
+        )
+    if factor not in variables:
+        raise InputError(
+            f"{where}: factor {factor!r} is not in de.design {design!r}; add it to the design "
+            f"(e.g. '{design.rstrip()} + {factor}')."
+        )
+    counts = samples[factor].astype(str).value_counts()
+    for role, level in (("test", test), ("reference", reference)):
+        if level == "":
+            raise InputError(f"{where}: {role} level is empty; name a value of column {factor!r}.")
+        if level not in counts.index:
+            raise InputError(
+                f"{where}: {role} level {level!r} is not a value of column {factor!r} in the sample "
+                f"sheet {sheet_path} (values: {', '.join(sorted(counts.index))})."
+            )
+    if test == reference:
+        raise InputError(f"{where}: test and reference are both {test!r}; a contrast compares two levels.")
+    for level in (test, reference):
+        if counts[level] < min_replicates:
+            raise InputError(
+                f"{where}: level {level!r} of {factor!r} has {counts[level]} sample(s) in {sheet_path}, "
+                f"fewer than de.min_replicates = {min_replicates}; add replicates or lower de.min_replicates."
+            )
+    name = str(contrast.get("name") or "") or f"{safe_name(test)}_vs_{safe_name(reference)}"
+    if name.lower() in RESERVED_CONTRAST_NAMES:
+        raise InputError(
+            f"{where}: contrast name {name!r} is reserved (results/de/{name} holds other outputs)."
+        )
+    return {"name": name, "factor": factor, "test": test, "reference": reference}
