@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import yaml
 from annotate.annotation_data import KEY, MARKER_MAJOR, MARKERS
 from sccohort.annotate import annotate_cells, annotation_figures
-from sccohort.names import UNKNOWN
+from sccohort.names import UNKNOWN, colours_key
 
 OPTIONS = {
     "min_margin": 0.1,
@@ -39,7 +39,8 @@ def cohort_markers_table(adata: ad.AnnData) -> pd.DataFrame:
 def test_annotate_cells_then_figures_on_files(kang_query, tmp_path):
     """annotate_cells gives the same obs and cluster table whether the clusters' top genes come from
     cohort_markers' table (then only the marker genes' columns of X are read and X is copied
-    as it is) or are tested on the whole matrix; then annotation_figures writes its tables and figures."""
+    as it is) or are tested on the whole matrix; the label colours are stored in uns; then
+    annotation_figures writes its tables and figures."""
     adata = kang_query.copy()
     adata.obs["sample"] = adata.obs["sample_id"]
     adata.obsm["X_umap"] = adata.obsm["X_pca"][:, :2]
@@ -73,6 +74,11 @@ def test_annotate_cells_then_figures_on_files(kang_query, tmp_path):
     }
     pd.testing.assert_frame_equal(clusters["tested"], clusters["from_table"])
     assert clusters["tested"]["top_markers"].str.len().gt(0).all()
+    categories = list(tested.obs["cell_type"].cat.categories)
+    colours = list(tested.uns[colours_key("cell_type")])
+    assert len(colours) == len(categories) and len(set(colours)) == len(colours)
+    if UNKNOWN in categories:
+        assert colours[categories.index(UNKNOWN)] == "#cccccc"
 
     figures = tmp_path / "figures"
     annotation_figures(

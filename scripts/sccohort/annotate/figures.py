@@ -1,7 +1,8 @@
 """The annotation figures: UMAP by label, marker dot plot by assigned type, composition bars.
 
-Colours come from plotting.palette over each label column's categories, so a type has the same
-colour in every figure.
+Colours come from plotting.palette over each label column's categories, the colours that
+annotate_cells stores in uns["<key>_colors"], so a type has the same colour in every figure, in
+the h5ad and in scanpy's own plots.
 """
 
 from __future__ import annotations

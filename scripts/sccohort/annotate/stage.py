@@ -50,9 +50,10 @@ def annotate_cells(
     reference_n_neighbors, min_vote_fraction). `cluster_markers`: cohort_markers' markers.tsv when
     it is of `cluster_key`'s clustering; the clusters' top genes are taken from it, and with the
     marker method alone only the marker genes' columns of X are read. Writes `output_h5ad` (the
-    clustered object with the labels in obs and the settings in uns), the cluster and
+    clustered object with the labels in obs and the colours and settings in uns), the cluster and
     missing-marker tables and, when more than one method runs, `agreement_table`.
     """
+    from .. import plotting
     from ..runtime import package_versions, write_h5ad, write_h5ad_update, write_table
 
     table = read_marker_table(markers)
@@ -91,6 +92,8 @@ def annotate_cells(
     if "agreement" in tables:
         write_table(tables["agreement"], agreement_table)
         log.info("Method agreement:\n%s", tables["agreement"].to_string(index=False))
+    for column in adata.uns["annotation"]["methods"].values():
+        plotting.store_colours(adata, column)  # the label columns are categorical: obs is unchanged
     adata.uns["annotation"]["versions"] = package_versions()
     if whole_matrix:
         write_h5ad(adata, output_h5ad)
