@@ -27,10 +27,10 @@ def cluster_top_genes(adata, *, cluster_key: str, n_genes: int = 5) -> dict[str,
     """Top genes of each cluster vs the rest: the first `n_genes` with a positive log fold change
     among the 25 (or `n_genes`, if more) best by Wilcoxon score on log-normalised X.
 
-    The test cohort_markers runs (scanpy's rank_genes_groups, wilcoxon, tie_correct=False, every
-    gene), for an annotation resolution whose markers.tsv does not exist. Clusters of fewer than 2
-    cells get no top genes; with fewer than two such clusters no cluster does. `adata` is not
-    modified.
+    For an annotation resolution that cohort_markers does not test: the statistics of its test
+    (Wilcoxon of each cluster against the rest, tie_correct=False, every gene), computed by
+    scanpy's rank_genes_groups. Clusters of fewer than 2 cells get no top genes; with fewer than
+    two such clusters no cluster does. `adata` is not modified.
     """
     import anndata as ad
     import scanpy as sc
