@@ -1,0 +1,202 @@
+"""The marker table: reading and checking it, matching it to the data's genes, the markers that
+carry no information, the optional parents and the order in which labels are shown.
+
+A marker table is a TSV with ``cell_type``, ``gene``, optional ``weight`` (negative = negative
+marker) and ``parent``; further columns (e.g. ``source``) are kept for documentation only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..names import UNKNOWN
+
+MARKER_COLUMNS = ("cell_type", "gene", "weight")
+
+
+def read_marker_table(path: str | Path) -> pd.DataFrame:
+    """Read and check a marker table; return columns cell_type, gene, weight (+ any extra columns).
+
+    Raises InputError (naming the file) for a missing file, missing columns, empty table,
+    non-numeric or zero weights, duplicated (cell_type, gene) rows, a cell type without any
+    positive marker, a cell type named with '/' or Unknown, or inconsistent parents.
+    """
+    path = Path(path)
+    table = _read_tsv(path)
+    table["weight"] = _checked_weights(table, path)
+    _check_cell_types(table, path)
+    if "parent" in table.columns:
+        table["parent"] = _checked_parents(table, path)
+    extra = [c for c in table.columns if c not in MARKER_COLUMNS]
+    return table[list(MARKER_COLUMNS) + extra].reset_index(drop=True)
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    """The table's rows with both a cell_type and a gene (stripped text; weight "1" when absent)."""
+    if not path.is_file():
+        raise InputError(f"Marker table {path} does not exist; set annotation.markers to a TSV file.")
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, comment="#", skip_blank_lines=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"Marker table {path} is not a readable TSV file: {error}") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("cell_type", "gene") if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"Marker table {path} lacks column(s) {', '.join(missing)} (it has {', '.join(table.columns)}); "
+            "it needs tab-separated columns cell_type, gene and optionally weight."
+        )
+    if "weight" not in table.columns:
+        table["weight"] = "1"
+    for column in ("cell_type", "gene"):
+        table[column] = table[column].fillna("").str.strip()
+    table = table[(table["cell_type"] != "") & (table["gene"] != "")].copy()
+    if table.empty:
+        raise InputError(f"Marker table {path} has no rows with both a cell_type and a gene.")
+    return table
+
+
+def _checked_weights(table: pd.DataFrame, path: Path) -> pd.Series:
+    """The weight column as floats (empty = 1); InputError for a non-numeric, infinite or zero one."""
+    weights = pd.to_numeric(table["weight"].fillna("1").str.strip().replace("", "1"), errors="coerce")
+    bad = table.loc[weights.isna() | ~np.isfinite(weights.fillna(0)) | (weights == 0)]
+    if not bad.empty:
+        row = bad.iloc[0]
+        raise InputError(
+            f"Marker table {path}: weight {row['weight']!r} of {row['cell_type']}/{row['gene']} is not a "
+            "non-zero number (use a positive weight for markers, a negative one for negative markers)."
+        )
+    return weights.astype(float)
+
+
+def _check_cell_types(table: pd.DataFrame, path: Path) -> None:
+    """InputError for a duplicated (cell_type, gene), a type without positive marker, a type name
+    with '/' or the reserved Unknown."""
+    duplicated = table.duplicated(["cell_type", "gene"])
+    if duplicated.any():
+        row = table.loc[duplicated].iloc[0]
+        raise InputError(
+            f"Marker table {path} lists gene {row['gene']} twice for cell type {row['cell_type']}; "
+            "keep one row per (cell_type, gene)."
+        )
+    positives = table.loc[table["weight"] > 0, "cell_type"].unique()
+    no_positive = [t for t in table["cell_type"].unique() if t not in positives]
+    if no_positive:
+        raise InputError(
+            f"Marker table {path}: cell type(s) {', '.join(no_positive)} have only negative markers; "
+            "give each cell type at least one positive marker."
+        )
+    slashed = sorted(t for t in table["cell_type"].unique() if "/" in t)
+    if slashed:
+        # cell types name obs columns (score_<type>), and HDF5 reads "/" as a group separator
+        raise InputError(
+            f"Marker table {path}: cell type name(s) {', '.join(slashed)} contain '/'; rename them "
+            "(e.g. 'CD4/CD8 T' -> 'CD4-CD8 T')."
+        )
+    if UNKNOWN in set(table["cell_type"]):
+        raise InputError(
+            f"Marker table {path} uses the reserved label {UNKNOWN!r} as a cell type; rename it."
+        )
+
+
+def _checked_parents(table: pd.DataFrame, path: Path) -> pd.Series:
+    """The parent column with each type's one parent on all of its rows ("" = none); InputError
+    for a type with two parents or a parent named like a cell type or Unknown."""
+    parent = table["parent"].fillna("").str.strip()
+    for cell_type, values in parent.groupby(table["cell_type"], sort=False):
+        names = set(values) - {""}
+        if len(names) > 1:
+            raise InputError(
+                f"Marker table {path}: cell type {cell_type} has more than one parent ({', '.join(sorted(names))}); "
+                "give each cell type one parent (or none)."
+            )
+        parent.loc[table["cell_type"] == cell_type] = names.pop() if names else ""
+    clash = (set(parent) - {""}) & (set(table["cell_type"]) | {UNKNOWN})
+    if clash:
+        raise InputError(
+            f"Marker table {path}: parent label(s) {', '.join(sorted(clash))} are also cell types (or the reserved "
+            "Unknown); use distinct names for parents."
+        )
+    return parent
+
+
+def parents_of(markers: pd.DataFrame) -> dict[str, str]:
+    """cell type -> parent label (only types with a parent), from the optional parent column."""
+    if "parent" not in markers.columns:
+        return {}
+    pairs = markers[["cell_type", "parent"]].drop_duplicates("cell_type")
+    return {
+        t: p for t, p in zip(pairs["cell_type"], pairs["parent"], strict=True) if isinstance(p, str) and p
+    }
+
+
+def match_markers(markers: pd.DataFrame, genes: Sequence[str], path: str | Path = "marker table"):
+    """Split the marker table into genes found in the data and genes absent from it.
+
+    Returns (present, missing): two marker tables (missing gains a ``status`` column). Raises
+    InputError naming `path` when not a single marker gene is in `genes`.
+    """
+    genes = pd.Index(genes).astype(str)
+    found = markers["gene"].isin(genes)
+    if not found.any():
+        example = ", ".join(genes[:5])
+        raise InputError(
+            f"Marker table {path}: none of its {markers['gene'].nunique()} genes is in the data "
+            f"({len(genes)} genes, e.g. {example}). Marker genes must use the same identifiers as the "
+            "data's gene names (gene symbols of the same species); fix or replace the table."
+        )
+    present = markers.loc[found].reset_index(drop=True)
+    missing = markers.loc[~found, ["cell_type", "gene", "weight"]].copy()
+    missing["status"] = "absent from data"
+    return present, missing.reset_index(drop=True)
+
+
+def missing_marker_report(
+    markers: pd.DataFrame, genes: Sequence[str], *, constant_genes: Sequence[str] = ()
+) -> pd.DataFrame:
+    """One row per marker gene that carries no information: absent from `genes` (the data's), or
+    present with the same value in every cell (`constant_genes`); plus one row (gene "*") per cell
+    type with no informative positive marker. Columns cell_type, gene, weight, status."""
+    genes = pd.Index(genes).astype(str)
+    rows = []
+    constant_genes = set(constant_genes)
+    for row in markers.itertuples(index=False):
+        if row.gene not in genes:
+            rows.append((row.cell_type, row.gene, row.weight, "absent from data"))
+        elif row.gene in constant_genes:
+            rows.append((row.cell_type, row.gene, row.weight, "constant in data (not expressed)"))
+    report = pd.DataFrame(rows, columns=["cell_type", "gene", "weight", "status"])
+    uninformative = set(report["gene"])
+    for cell_type, table in markers.groupby("cell_type", sort=False):
+        positives = table.loc[table["weight"] > 0, "gene"]
+        if positives.isin(uninformative).all():
+            report.loc[len(report)] = (
+                cell_type,
+                "*",
+                np.nan,
+                "no positive marker informative: type scores 0",
+            )
+    return report
+
+
+def label_order(markers: pd.DataFrame | None, labels: Sequence[str]) -> list[str]:
+    """The distinct `labels` in marker-table order (each parent just before its first child), then
+    any other label alphabetically, Unknown last."""
+    present = set(map(str, labels))
+    order: list[str] = []
+    if markers is not None:
+        parents = parents_of(markers)
+        for cell_type in dict.fromkeys(markers["cell_type"]):
+            for name in (parents.get(cell_type), cell_type):
+                if name and name not in order:
+                    order.append(name)
+    order = [t for t in order if t in present]
+    order += sorted(present - set(order) - {UNKNOWN})
+    if UNKNOWN in present:
+        order.append(UNKNOWN)
+    return order

@@ -1,0 +1,131 @@
+"""Data and builders of the annotation tests (tests/annotate/): real cells with published labels,
+clustered here, and a CellTypist-format model trained on them.
+
+All data are real cells with published labels, vendored under tests/data/annotation (see its
+PROVENANCE.md): Kang et al. 2018 PBMC (control + IFN-beta), 10x pbmc4k with the SoupX authors'
+annotation, and three lung adenocarcinoma cell lines (CellBench, CEL-seq2) planted among the PBMC.
+Clusters are computed here (HVG -> PCA -> exact kNN -> Leiden, seeded); no label is hard-coded.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sccohort.counts import lognormalise, mean_var
+from sccohort.names import leiden_key
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "annotation"
+MARKERS = REPO / "workflow" / "resources" / "markers" / "human_pbmc.tsv"
+REFERENCE = DATA / "kang_reference_6donors.h5ad"
+RESOLUTION = 0.5
+KEY = leiden_key(RESOLUTION)
+
+# Published labels -> major types; each major type accepts the marker labels listed (a parent
+# label such as T counts for all of its children).
+KANG_MAJOR = {
+    "CD4 T cells": "T",
+    "CD8 T cells": "T",
+    "NK cells": "NK",
+    "B cells": "B",
+    "CD14+ Monocytes": "Mono",
+    "FCGR3A+ Monocytes": "Mono",
+    "Dendritic cells": "DC",
+    "Megakaryocytes": "Platelet",
+}
+SOUPX_MAJOR = {"T_CD4": "T", "T_CD8": "T", "NK": "NK", "B": "B", "MNP": "Myeloid"}
+MARKER_MAJOR = {
+    "CD4_T": "T",
+    "CD8_T": "T",
+    "T": "T",
+    "NK": "NK",
+    "B": "B",
+    "Plasma": "B",
+    "CD14_Mono": "Mono",
+    "FCGR3A_Mono": "Mono",
+    "Mono": "Mono",
+    "cDC": "DC",
+    "pDC": "DC",
+    "DC": "DC",
+    "Platelet": "Platelet",
+    "Erythrocyte": "Erythrocyte",
+}
+
+
+def cluster(adata: ad.AnnData, resolution: float = RESOLUTION, seed: int = 0, n_pcs: int = 20, k: int = 15):
+    """Log-normalise (library size over all genes of the source: obs total_counts), then the
+    usual HVG -> scaled PCA -> kNN graph -> Leiden; writes X, layers['counts'], obsm['X_pca'] and
+    obs[leiden_<res>]. Exact kNN (sklearn) keeps the test free of numba compilation."""
+    import scanpy as sc
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import kneighbors_graph
+
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = lognormalise(adata.X, adata.obs["total_counts"].to_numpy())
+    mean, var = mean_var(adata.X, ddof=0)
+    dispersion = np.divide(var, mean, out=np.zeros_like(mean), where=mean > 0.01)
+    hvg = np.argsort(-dispersion)[:1000]
+    scaled = adata.X[:, hvg].toarray()
+    scaled = np.clip((scaled - scaled.mean(0)) / np.maximum(scaled.std(0), 1e-8), None, 10)
+    adata.obsm["X_pca"] = PCA(n_components=n_pcs, svd_solver="arpack", random_state=seed).fit_transform(
+        scaled
+    )
+    graph = kneighbors_graph(adata.obsm["X_pca"], k, mode="connectivity")
+    graph = sp.csr_matrix(((graph + graph.T) > 0).astype(np.float64))
+    sc.tl.leiden(
+        adata,
+        resolution=resolution,
+        adjacency=graph,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=seed,
+        key_added=leiden_key(resolution),
+    )
+    return adata
+
+
+def read(name: str, label_column: str) -> ad.AnnData:
+    """A vendored data set with its published labels in obs["published"] (NaN where unlabelled)."""
+    adata = ad.read_h5ad(DATA / name)
+    adata.obs["published"] = adata.obs.pop(label_column).astype(str).replace("nan", np.nan)
+    return adata
+
+
+def major_accuracy(published: pd.Series, labels: pd.Series, published_major: dict) -> float:
+    truth = published.map(published_major)
+    called = labels.astype(str).map(MARKER_MAJOR)  # Unknown -> NaN -> counts as wrong
+    keep = truth.notna()
+    return float((called[keep] == truth[keep]).mean())
+
+
+def train_celltypist_style_model(reference: ad.AnnData, path: Path, seed: int = 0) -> Path:
+    """A model in CellTypist's file format (pickled dict: Model = LogisticRegression with
+    `features`, Scaler_ = StandardScaler, description), trained as celltypist.train does on
+    log1p counts per 10k scaled with a StandardScaler (values above 10 set to 10)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = lognormalise(reference.X).toarray()
+    scaler = StandardScaler().fit(x)
+    scaled = scaler.transform(x)
+    scaled[scaled > 10] = 10
+    classifier = LogisticRegression(max_iter=300, C=0.1, random_state=seed).fit(
+        scaled, reference.obs["label"]
+    )
+    classifier.features = np.asarray(reference.var_names)
+    description = {
+        "date": "",
+        "details": "test model: Kang 2018 control, 6 donors",
+        "url": "",
+        "source": "",
+        "version": "",
+    }
+    with path.open("wb") as handle:
+        pickle.dump({"Model": classifier, "Scaler_": scaler, "description": description}, handle)
+    return path
