@@ -23,8 +23,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .plotting import point_legend
-
 LOG = logging.getLogger("sccohort")
 
 GRAPH_LABELS = {"uncorrected": "uncorrected PCA", "harmony": "Harmony"}
@@ -96,6 +94,7 @@ def neighbour_purity(knn: np.ndarray, labels: Sequence) -> np.ndarray:
 def integration_metrics(
     obs: pd.DataFrame,
     graphs: Mapping[str, sp.spmatrix],
+    *,
     batch_key: str,
     cluster_key: str,
     label_keys: Sequence[str] = (),
@@ -174,41 +173,10 @@ def _row(graph, cluster, members, batch_key, n_batches, mixing, expected, purity
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
-def _palette(n: int) -> list:
-    import matplotlib
-
-    if n <= 10:
-        return list(matplotlib.colormaps["tab10"].colors)[:n]
-    if n <= 20:
-        return list(matplotlib.colormaps["tab20"].colors)[:n]
-    from scanpy.plotting.palettes import default_102
-
-    return [default_102[i % len(default_102)] for i in range(n)]
-
-
-def scatter_categorical(
-    ax, coords: np.ndarray, labels: pd.Series, title: str, order: np.ndarray, legend: bool = True
-):
-    """Cells coloured by a categorical label, drawn in a fixed random order (no group on top)."""
-    labels = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) else labels
-    categories = [str(c) for c in labels.cat.categories]
-    colours = _palette(len(categories))
-    codes = labels.cat.codes.to_numpy()[order]
-    colour_array = np.array([colours[c] if c >= 0 else (0.8, 0.8, 0.8) for c in codes])
-    size = float(np.clip(60000 / max(len(order), 1), 0.3, 15))
-    ax.scatter(coords[order, 0], coords[order, 1], c=colour_array, s=size, linewidths=0, rasterized=True)
-    ax.set_title(title, fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    if legend:
-        point_legend(ax, [(c, colours[i]) for i, c in enumerate(categories)], single_column_max=16)
-
-
 def plot_umaps(
     obs: pd.DataFrame,
     coords: np.ndarray,
+    *,
     keys: Sequence[str],
     path,
     title_prefix: str = "UMAP",
@@ -217,26 +185,24 @@ def plot_umaps(
     """One panel per obs column in `keys` on the same embedding, saved to `path` (PNG)."""
     import matplotlib.pyplot as plt
 
-    from .runtime import atomic_path
+    from ..plotting import save_figure, scatter_categorical
 
     order = np.random.default_rng(seed).permutation(len(obs))
     ncols = min(3, len(keys))
     nrows = int(np.ceil(len(keys) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
     for ax, key in zip(axes.ravel(), keys, strict=False):
-        scatter_categorical(ax, coords, obs[key], f"{title_prefix}: {key}", order)
+        scatter_categorical(ax, coords, obs[key], title=f"{title_prefix}: {key}", order=order)
     for ax in axes.ravel()[len(keys) :]:
         ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_before_after(
     obs: pd.DataFrame,
     before: np.ndarray,
     after: np.ndarray | None,
+    *,
     batch_key: str,
     cluster_key: str,
     path,
@@ -246,40 +212,37 @@ def plot_before_after(
     """2 x 2 panels: UMAP of the uncorrected and of the corrected PCs, coloured by batch and cluster."""
     import matplotlib.pyplot as plt
 
-    from .runtime import atomic_path
+    from ..plotting import save_figure, scatter_categorical
 
     order = np.random.default_rng(seed).permutation(len(obs))
     embeddings = [("uncorrected PCA", before)] + ([(after_label, after)] if after is not None else [])
     fig, axes = plt.subplots(2, len(embeddings), figsize=(5.6 * len(embeddings), 8.4), squeeze=False)
     for col, (label, coords) in enumerate(embeddings):
-        last = col == len(embeddings) - 1
-        scatter_categorical(axes[0, col], coords, obs[batch_key], f"{label}: {batch_key}", order, legend=last)
-        scatter_categorical(
-            axes[1, col], coords, obs[cluster_key], f"{label}: {cluster_key}", order, legend=last
-        )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+        legend = "right" if col == len(embeddings) - 1 else "none"
+        for row, key in enumerate((batch_key, cluster_key)):
+            scatter_categorical(
+                axes[row, col], coords, obs[key], title=f"{label}: {key}", order=order, legend=legend
+            )
+    save_figure(fig, path)
 
 
-def plot_metrics(table: pd.DataFrame, path) -> None:
+def plot_metrics(table: pd.DataFrame, *, path) -> None:
     """Per-cluster batch mixing (with its expected value) and cluster purity, per graph."""
     import matplotlib.pyplot as plt
 
-    from .runtime import atomic_path
+    from ..plotting import palette, save_figure
 
     graphs = list(dict.fromkeys(table["graph"]))
     clusters = list(dict.fromkeys(table["cluster"]))
     x = np.arange(len(clusters))
     width = 0.8 / max(len(graphs), 1)
-    colours = _palette(max(len(graphs), 2))
+    colours = palette(graphs)
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(clusters) + 2), 6.5), sharex=True)
     for i, graph in enumerate(graphs):
         sub = table[table["graph"] == graph].set_index("cluster").reindex(clusters)
         label = GRAPH_LABELS.get(graph, graph)
-        axes[0].bar(x + i * width, sub["batch_mixing"], width, color=colours[i], label=label)
-        axes[1].bar(x + i * width, sub["cluster_purity"], width, color=colours[i], label=label)
+        axes[0].bar(x + i * width, sub["batch_mixing"], width, color=colours[graph], label=label)
+        axes[1].bar(x + i * width, sub["cluster_purity"], width, color=colours[graph], label=label)
     expected = (
         table[table["graph"] == graphs[0]].set_index("cluster").reindex(clusters)["batch_mixing_expected"]
     )
@@ -296,7 +259,4 @@ def plot_metrics(table: pd.DataFrame, path) -> None:
     axes[1].set_xticks(x + 0.4 - width / 2)
     axes[1].set_xticklabels(clusters, rotation=90, fontsize=8)
     axes[1].set_xlabel("cluster")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
