@@ -45,7 +45,9 @@ def check_integer_counts(matrix, source: str, hint: str = "it must hold raw UMI 
     if values.min() < 0:
         raise InputError(f"{source}: the count matrix has negative values; {hint}.")
     if not np.all(np.mod(values, 1) == 0):
-        raise InputError(f"{source}: the count matrix has non-integer values (normalised or log data?); {hint}.")
+        raise InputError(
+            f"{source}: the count matrix has non-integer values (normalised or log data?); {hint}."
+        )
 
 
 def lognormalise(counts, library_size: np.ndarray | None = None, target_sum: float = 1e4) -> sp.csr_matrix:
@@ -65,7 +67,9 @@ def mean_var(matrix: sp.csr_matrix, ddof: int = 1) -> tuple[np.ndarray, np.ndarr
     population variance)."""
     n = matrix.shape[0]
     sums = np.bincount(matrix.indices, weights=matrix.data, minlength=matrix.shape[1])
-    sq = np.bincount(matrix.indices, weights=np.square(matrix.data, dtype=np.float64), minlength=matrix.shape[1])
+    sq = np.bincount(
+        matrix.indices, weights=np.square(matrix.data, dtype=np.float64), minlength=matrix.shape[1]
+    )
     mean = sums / n
     var = (sq / n - mean**2) * (n / max(n - ddof, 1))
     return mean, np.maximum(var, 0)

@@ -31,7 +31,9 @@ def read_elem(path: str | Path, key: str):
                 return None
             return _read_elem(handle[key])
     except OSError as exc:
-        raise InputError(f"Cannot read {path} as an .h5ad file ({exc}); re-run the QC stage for it.") from None
+        raise InputError(
+            f"Cannot read {path} as an .h5ad file ({exc}); re-run the QC stage for it."
+        ) from None
 
 
 def read_parts(path: str | Path, parts: Sequence[str] = ("obs", "var", "obsm", "obsp", "uns")):
@@ -154,6 +156,8 @@ def read_counts_layer(path: str | Path, layer: str | None = "counts", obs_keys: 
     if obs_keys is not None:
         missing = [k for k in obs_keys if k not in obs.columns]
         if missing:
-            raise InputError(f"{path}: obs lacks column(s) {', '.join(missing)} (it has {', '.join(obs.columns)}).")
+            raise InputError(
+                f"{path}: obs lacks column(s) {', '.join(missing)} (it has {', '.join(obs.columns)})."
+            )
         obs = obs[list(obs_keys)]
     return ad.AnnData(X=sp.csr_matrix(matrix) if sp.issparse(matrix) else matrix, obs=obs, var=var[[]])

@@ -66,7 +66,9 @@ class Section:
 
 def page(title: str, sections: Sequence[Section], *, subtitle: str = "", table_script: bool = False) -> str:
     """A whole page: header, navigation to each section, the sections in order."""
-    return render("base.html.j2", title=title, subtitle=subtitle, sections=sections, table_script=table_script)
+    return render(
+        "base.html.j2", title=title, subtitle=subtitle, sections=sections, table_script=table_script
+    )
 
 
 def format_number(value) -> str:
@@ -87,7 +89,9 @@ def file_data_uri(path: str | Path) -> str:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def _cell(value, float_format: str | None) -> dict:

@@ -150,30 +150,53 @@ def test_every_job_rule_has_an_existing_generated_env(rules):
         )
 
 
+PACKAGE_ROOT = REPO / "scripts"
+
+
+def _module_name(path: Path) -> str | None:
+    """Dotted name of a file of the sccohort package (sccohort.qc.load), None for a rule script."""
+    try:
+        parts = list(path.relative_to(PACKAGE_ROOT / "sccohort").with_suffix("").parts)
+    except ValueError:
+        return None
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["sccohort", *parts])
+
+
+def _module_file(name: str) -> Path | None:
+    """The file of a sccohort module or package (sccohort.qc -> sccohort/qc/__init__.py)."""
+    base = PACKAGE_ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(top-level third-party-or-stdlib module names, sccohort submodules) imported by a file."""
+    """(top-level third-party-or-stdlib module names, sccohort modules by dotted name) imported by a
+    file; relative imports are resolved against the file's own package."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    in_package = path.parent.name == "sccohort"
+    own = _module_name(path)
+    package = own if own is not None and path.name == "__init__.py" else (own or "").rpartition(".")[0]
     modules, local = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == "sccohort":
-                    local.add(parts[1] if len(parts) > 1 else "__init__")
-                else:
-                    modules.add(parts[0])
+                (local if alias.name.split(".")[0] == "sccohort" else modules).add(
+                    alias.name if alias.name.startswith("sccohort") else alias.name.split(".")[0]
+                )
         elif isinstance(node, ast.ImportFrom):
-            parts = (node.module or "").split(".")
-            if node.level and in_package or parts[0] == "sccohort":
-                sub = parts[1:] if parts[0] == "sccohort" else [p for p in parts if p]
-                if sub:
-                    local.add(sub[0])
-                else:  # from sccohort import a, b / from . import a
-                    local.add("__init__")
-                    local.update(alias.name for alias in node.names)
-            elif not node.level:
-                modules.add(parts[0])
+            if node.level:  # from . import x / from ..names import y
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                absolute = ".".join(base + ([node.module] if node.module else []))
+            else:
+                absolute = node.module or ""
+            if absolute.split(".")[0] != "sccohort":
+                modules.add(absolute.split(".")[0])
+                continue
+            local.add(absolute)
+            local.update(f"{absolute}.{alias.name}" for alias in node.names)  # submodules, if any
     return modules, local
 
 
@@ -184,7 +207,6 @@ def _providers() -> dict[str, list[str]]:
 
 def script_distributions(script: Path) -> set[str]:
     """Distributions (canonical pip names) a rule script needs, following sccohort imports."""
-    package = REPO / "scripts" / "sccohort"
     seen, todo, modules = set(), [script], set()
     while todo:
         path = todo.pop()
@@ -193,7 +215,9 @@ def script_distributions(script: Path) -> set[str]:
         seen.add(path)
         found, local = _imports(path)
         modules |= found
-        todo += [package / f"{name}.py" for name in local]
+        for name in local:  # a package's modules import its __init__ (and its parents') too
+            parts = name.split(".")
+            todo += [f for i in range(1, len(parts) + 1) if (f := _module_file(".".join(parts[:i])))]
     providers = _providers()
     dists = set()
     for module in modules - set(sys.stdlib_module_names) - {"snakemake", "sccohort", "__future__"}:
@@ -225,6 +249,10 @@ def test_import_scan_finds_sccohort_dependencies(tmp_path):
     scanned = tmp_path / "scanpy_user.py"
     scanned.write_text("def f():\n    import scanpy as sc\n    from scipy import sparse\n")
     assert {"scanpy", "scipy"} <= script_distributions(scanned)
+    # into the stage packages and their relative imports: sccohort.de pulls in pydeseq2
+    stage = tmp_path / "de_rule.py"
+    stage.write_text("def main():\n    from sccohort.de import de_contrast\n")
+    assert "pydeseq2" in script_distributions(stage)
 
 
 # ---------------------------------------------------------------------------- resources
