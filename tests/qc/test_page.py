@@ -36,7 +36,7 @@ def sample_outputs():
 def test_page_has_the_sections_tables_and_figures():
     cells, thresholds = sample_outputs()
     figures = {"distributions": URI, "doublets": URI, "removed": URI}
-    html = page.render_sample_page("S<1>", cells, thresholds, figures)
+    html = page.render_sample_page(cells, thresholds, sample="S<1>", figures=figures)
     assert "<title>QC of sample S&lt;1&gt;</title>" in html and "S<1>" not in html
     assert [m for m in re.findall(r'<section id="(\w+)"><h2>([^<]+)</h2>', html)] == [
         ("summary", "Summary"),

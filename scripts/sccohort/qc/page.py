@@ -48,7 +48,7 @@ def qc_report_sample(
         "removed": pages.file_data_uri(removed_png),
     }
     with atomic_path(html) as tmp:
-        tmp.write_text(render_sample_page(sample, cells, thresholds, uris))
+        tmp.write_text(render_sample_page(cells, thresholds, sample=sample, figures=uris))
     log.info("wrote %s", html)
 
 
@@ -111,9 +111,9 @@ def page_warnings(thresholds: dict) -> list[str]:
     return warnings + thresholds.get("notes", [])
 
 
-def render_sample_page(sample: str, cells: pd.DataFrame, thresholds: dict, figures: dict[str, str]) -> str:
-    """The self-contained QC page of one sample; `figures` maps distributions, doublets and removed
-    to a data URI."""
+def render_sample_page(cells: pd.DataFrame, thresholds: dict, *, sample: str, figures: dict[str, str]) -> str:
+    """The self-contained QC page of one sample from its cells table and thresholds.json content;
+    `figures` maps distributions, doublets and removed to a data URI."""
     pages.add_template_folder(TEMPLATES)
     return pages.render(
         "qc_sample.html.j2",
