@@ -4,29 +4,18 @@ from sccohort.runtime import run_rule
 
 
 def main(smk, log):
-    import json
+    from sccohort.qc import qc_report_sample
 
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    from sccohort import html, qc_report
-    from sccohort.runtime import atomic_path
-
-    cells = pd.read_csv(smk.input.cells, sep="\t")
-    thresholds = json.loads(open(smk.input.thresholds).read())
-    figures = {
-        "distributions": qc_report.plot_distributions(cells, thresholds["qc"]),
-        "doublets": qc_report.plot_doublet_scores(cells, thresholds["doublets"]),
-        "removed": qc_report.plot_removed(cells),
-    }
-    uris = {}
-    for name, fig in figures.items():
-        with atomic_path(smk.output[name]) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        uris[name] = html.file_to_data_uri(smk.output[name])
-        plt.close(fig)
-    with atomic_path(smk.output.html) as tmp:
-        tmp.write_text(qc_report.render_sample_page(smk.wildcards.sample, cells, thresholds, uris))
-    log.info("wrote %s", smk.output.html)
+    qc_report_sample(
+        cells_table=smk.input.cells,
+        thresholds_json=smk.input.thresholds,
+        sample=smk.wildcards.sample,
+        html=smk.output.html,
+        distributions_png=smk.output.distributions,
+        doublets_png=smk.output.doublets,
+        removed_png=smk.output.removed,
+        log=log,
+    )
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -62,7 +62,7 @@ def subsample_example(sample: str, n_cells: int, seed: int = 0, clean_fraction: 
     A plain random subsample of this data set loses ~35% of cells to QC; biasing towards good
     cells keeps small test samples above the doublet-calling minimum.
     """
-    from sccohort.io import read_sample
+    from sccohort.qc.load import read_sample
 
     adata = read_sample(EXAMPLE / f"{sample}.h5")
     counts = np.asarray(adata.X.sum(axis=1)).ravel()

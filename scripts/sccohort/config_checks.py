@@ -30,13 +30,13 @@ def check_config(config: dict, samples: pd.DataFrame) -> None:
 
 
 def check_inputs(samples: pd.DataFrame, config: dict) -> set[str]:
-    """Inspect every sample's input (sccohort.io.inspect_input) and the gene sets together.
+    """Inspect every sample's input (sccohort.qc.inspect_input) and the gene sets together.
 
     Raises InputError naming the sample for a bad input, or the samples whose genes do not
     overlap (cohort.min_gene_overlap); returns the union of gene symbols (for the marker check).
     """
     from . import cohort
-    from . import io as sample_io
+    from . import qc as sample_io
 
     gene_ids, symbols = {}, set()
     for sample, row in samples.iterrows():

@@ -100,7 +100,7 @@ def empty_matrix(project: Path) -> None:
 def normalised_h5ad(project: Path) -> None:
     """The sample as an .h5ad whose X is log-normalised and which keeps no raw counts."""
     import scanpy as sc
-    from sccohort.io import read_sample
+    from sccohort.qc.load import read_sample
 
     adata = read_sample(mtx(project))
     sc.pp.normalize_total(adata, target_sum=1e4)

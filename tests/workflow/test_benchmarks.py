@@ -110,7 +110,7 @@ def test_cell_ranger_layout_and_integer_counts(cohort, sources):
         assert indices.min() >= 0 and indices.max() < n_genes
         assert len(set(barcodes)) == n_cells
         # the workflow's own reader accepts it as raw counts
-        from sccohort.io import read_sample
+        from sccohort.qc.load import read_sample
 
         adata = read_sample(path)
         assert adata.shape == (N_CELLS, n_genes)

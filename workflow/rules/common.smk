@@ -13,7 +13,7 @@ sys.path.insert(0, str(SCCOHORT_ROOT / "scripts"))
 from sccohort.errors import InputError  # noqa: E402
 from sccohort import sheet as sample_sheet  # noqa: E402
 from sccohort import config_checks  # noqa: E402
-from sccohort import io as sample_io  # noqa: E402
+from sccohort import qc as sample_io  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+
+from .metrics import finalise_sample
 
 # 10x Chromium: about 0.8% doublets per 1,000 cells recovered (10x user guide, v3 chemistry).
 RATE_PER_THOUSAND_CELLS = 0.008
@@ -27,6 +30,66 @@ MIN_EXPECTED_RATE = 0.001
 MAX_EXPECTED_RATE = 0.3
 IMPLAUSIBLE_FACTOR = 4.0
 MIN_IMPLAUSIBLE_RATE = 0.1
+
+
+def doublets_sample(
+    *,
+    qc_h5ad: str,
+    output: str,
+    cells_table: str,
+    thresholds_json: str,
+    sample: str,
+    sample_row: dict,
+    qc_options: dict,
+    doublet_options: dict,
+    seed: int,
+    log: logging.Logger,
+) -> None:
+    """Rule doublets_sample: Scrublet on the QC-passing cells of one sample, then its final outputs.
+
+    Writes `cells_table` (every input barcode: metrics, doublet call, pass, fail_reason),
+    `thresholds_json` (QC thresholds, the doublet call, status, notes) and `output` (the kept
+    cells, raw counts, with uns["qc_status"] and uns["qc_thresholds"]).
+    """
+    from .. import runtime
+    from ..sheet import sample_override
+
+    adata = ad.read_h5ad(qc_h5ad)
+    info = call_passing_doublets(
+        adata,
+        doublet_options=doublet_options,
+        seed=seed,
+        expected_rate_override=sample_override(sample_row, "expected_doublet_rate"),
+    )
+    if info.get("skipped"):
+        log.warning("sample %s: %s", sample, info["skipped"])
+    else:
+        log.info(
+            "sample %s: threshold %.3f (%s), %d doublets",
+            sample,
+            info["threshold"],
+            info["threshold_source"],
+            info["n_doublets"],
+        )
+    kept, cells, status = finalise_sample(
+        adata,
+        doublet_action=doublet_options["action"],
+        min_cells_after_qc=qc_options["min_cells_after_qc"],
+        failed_sample_policy=qc_options["failed_sample_policy"],
+        sample=sample,
+    )
+    if status.get("warning"):
+        log.warning("%s", status["warning"])
+    thresholds = thresholds_record(adata, info, status, sample=sample)
+    kept.uns["qc_thresholds"] = {
+        "qc": adata.uns["qc_thresholds"],
+        "doublets": {k: v for k, v in info.items() if k != "simulated_histogram"},
+    }
+    kept.uns.pop("qc_metric_notes", None)
+    runtime.write_table(cells, cells_table)
+    runtime.write_json(thresholds, thresholds_json)
+    runtime.write_h5ad(kept, output)
+    log.info("sample %s: kept %d of %d cells", sample, status["n_cells_kept"], status["n_cells_input"])
 
 
 def expected_doublet_rate(n_cells_recovered: int) -> float:
@@ -37,6 +100,7 @@ def expected_doublet_rate(n_cells_recovered: int) -> float:
 
 def score_doublets(
     counts,
+    *,
     expected_rate: float,
     seed: int = 0,
     n_prin_comps: int = 30,
@@ -54,7 +118,7 @@ def score_doublets(
     scrub = scrublet.Scrublet(counts, expected_doublet_rate=expected_rate, random_state=seed)
     # Scrublet prints progress to stdout; keep it out of the rule's output.
     with contextlib.redirect_stdout(io.StringIO()):
-        scores = scrub_doublets(scrub, n_prin_comps)
+        scores = scrub_doublets(scrub, n_prin_comps=n_prin_comps)
         automatic = scrub.call_doublets(verbose=False)
     info = {
         "expected_rate": expected_rate,
@@ -86,14 +150,14 @@ def score_doublets(
     return frame, info
 
 
-def scrub_doublets(scrub, n_prin_comps: int = 30) -> np.ndarray:
+def scrub_doublets(scrub, *, n_prin_comps: int = 30) -> np.ndarray:
     """Scrublet.scrub_doublets with its default settings and exact neighbours, step by step.
 
     The same calls in the same order, except the z-scoring of the observed and simulated cells:
     Scrublet's pipeline_zscore makes three dense copies of each (subtracting the mean, scaling
     through a sparse diagonal product, converting the matrix type), which was most of the
     job's peak memory (1.6 GB at 10,000 cells). Here each is densified once and scaled in place,
-    with the same float64 operations, so the scores are identical (tests/test_doublets.py).
+    with the same float64 operations, so the scores are identical (tests/qc/test_doublets.py).
     Returns the observed cells' doublet scores; the Scrublet object holds the rest.
     """
     import scrublet
@@ -130,27 +194,30 @@ def _zscore_in_place(matrix, means: np.ndarray, scales: np.ndarray) -> np.ndarra
 
 def call_doublets(
     adata: ad.AnnData,
-    doublet_config: dict,
+    *,
+    doublet_options: dict,
     n_cells_recovered: int,
     seed: int = 0,
     expected_rate_override: float | None = None,
 ) -> tuple[ad.AnnData, dict]:
-    """Add obs doublet_score and predicted_doublet to `adata` (one sample's cells, raw counts in X).
+    """Scrublet's calls for one sample's cells (raw counts in X); returns (adata, call info).
 
-    Samples with fewer than doublet_config["min_cells"] cells are skipped with a recorded warning:
-    Scrublet's kNN classifier and PCA need a few hundred cells to mean anything.
+    Writes: obs["doublet_score"] (float, NaN when skipped) and obs["predicted_doublet"] (bool).
+    `doublet_options` is the config's doublets block. Samples with fewer than its min_cells cells
+    are skipped with a recorded warning: Scrublet's kNN classifier and PCA need a few hundred
+    cells to mean anything.
     """
     if expected_rate_override is not None:
         expected_rate, rate_source = (
             float(expected_rate_override),
             "sample sheet column expected_doublet_rate",
         )
-    elif doublet_config.get("expected_rate") is not None:
-        expected_rate, rate_source = float(doublet_config["expected_rate"]), "config doublets.expected_rate"
+    elif doublet_options.get("expected_rate") is not None:
+        expected_rate, rate_source = float(doublet_options["expected_rate"]), "config doublets.expected_rate"
     else:
         expected_rate = expected_doublet_rate(n_cells_recovered)
         rate_source = f"10x: 0.8% per 1,000 cells recovered ({n_cells_recovered} cells)"
-    min_cells = int(doublet_config.get("min_cells", 200))
+    min_cells = int(doublet_options.get("min_cells", 200))
     info: dict = {"expected_rate": expected_rate, "expected_rate_source": rate_source}
     if adata.n_obs < min_cells:
         adata.obs["doublet_score"] = np.nan
@@ -169,13 +236,57 @@ def call_doublets(
         return adata, info
     frame, scored = score_doublets(
         adata.X,
-        expected_rate,
+        expected_rate=expected_rate,
         seed=seed,
-        n_prin_comps=int(doublet_config.get("n_prin_comps", 30)),
-        fallback_threshold=float(doublet_config.get("fallback_threshold", 0.25)),
+        n_prin_comps=int(doublet_options.get("n_prin_comps", 30)),
+        fallback_threshold=float(doublet_options.get("fallback_threshold", 0.25)),
     )
     scored.pop("expected_rate")
     info.update(scored)
     adata.obs["doublet_score"] = frame["doublet_score"].to_numpy()
     adata.obs["predicted_doublet"] = frame["predicted_doublet"].to_numpy()
     return adata, info
+
+
+def call_passing_doublets(
+    adata: ad.AnnData, *, doublet_options: dict, seed: int, expected_rate_override: float | None
+) -> dict:
+    """call_doublets on the barcodes that pass QC (obs["qc_pass"]); returns the call info.
+
+    Writes: obs["doublet_score"] (NaN for barcodes that failed QC) and obs["predicted_doublet"]
+    (False for them) for every barcode. The expected rate follows all barcodes recovered.
+    """
+    passing = adata[adata.obs["qc_pass"].to_numpy()].copy()
+    passing, info = call_doublets(
+        passing,
+        doublet_options=doublet_options,
+        n_cells_recovered=adata.n_obs,
+        seed=seed,
+        expected_rate_override=expected_rate_override,
+    )
+    adata.obs["doublet_score"] = np.nan
+    adata.obs["predicted_doublet"] = False
+    adata.obs.loc[passing.obs_names, "doublet_score"] = passing.obs["doublet_score"].to_numpy()
+    adata.obs.loc[passing.obs_names, "predicted_doublet"] = passing.obs["predicted_doublet"].to_numpy()
+    return info
+
+
+def thresholds_record(adata: ad.AnnData, info: dict, status: dict, *, sample: str) -> dict:
+    """The content of thresholds.json: uns["qc_thresholds"] and uns["qc_metric_notes"] of `adata`,
+    the doublet call `info` and the sample's `status`.
+
+    `info`'s simulated scores are replaced (in place) by their histogram on [0, 1] in 50 bins,
+    which is what the QC page draws.
+    """
+    simulated = info.pop("simulated_scores")
+    counts, edges = np.histogram(simulated, bins=np.linspace(0, 1, 51)) if len(simulated) else ([], [])
+    info["simulated_histogram"] = {"counts": list(map(int, counts)), "edges": list(map(float, edges))}
+    notes = [str(v) for k, v in adata.uns["qc_metric_notes"].items() if k != "mt_prefix" and v]
+    return {
+        "sample": sample,
+        "qc": adata.uns["qc_thresholds"],
+        "doublets": info,
+        "status": status,
+        "notes": notes,
+        "mt_prefix": adata.uns["qc_metric_notes"].get("mt_prefix"),
+    }

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from sccohort import qc
 from sccohort.errors import InputError
+from sccohort.names import REMOVAL_REASONS
+from sccohort.qc import metrics
 
 QC_CONFIG = {
     "mt_prefix": "auto",
@@ -27,7 +28,7 @@ QC_CONFIG = {
 def test_mad_is_median_absolute_deviation_not_mean():
     # Skewed values: the median absolute deviation (1) differs from pandas' old mean absolute deviation.
     values = np.array([1, 2, 3, 4, 100], dtype=float)
-    median, mad, low, high = qc.mad_limits(values, 2)
+    median, mad, low, high = metrics.mad_limits(values, 2)
     assert median == 3
     assert mad == 1
     mean_abs_dev = np.mean(np.abs(values - values.mean()))
@@ -38,7 +39,7 @@ def test_mad_is_median_absolute_deviation_not_mean():
 def test_mad_of_normal_sample_is_its_known_value():
     rng = np.random.default_rng(0)
     values = rng.normal(10, 2, 200_000)
-    median, mad, _, _ = qc.mad_limits(values, 3)
+    median, mad, _, _ = metrics.mad_limits(values, 3)
     # For a normal distribution the (unscaled) MAD is sigma * 0.6745.
     assert median == pytest.approx(10, abs=0.02)
     assert mad == pytest.approx(2 * 0.67449, rel=0.01)
@@ -64,8 +65,8 @@ def planted_obs(n_good=2000, seed=0):
 
 def test_planted_outliers_fail_for_the_right_reason():
     obs = planted_obs()
-    thresholds = qc.compute_thresholds(obs, QC_CONFIG)
-    passed, reason = qc.apply_thresholds(obs, thresholds)
+    thresholds = metrics.compute_thresholds(obs, qc_options=QC_CONFIG)
+    passed, reason = metrics.apply_thresholds(obs, thresholds)
     assert not passed[["low1", "low2", "mt1", "mt2", "huge"]].any()
     assert "low_counts" in reason["low1"] and "low_genes" in reason["low1"]
     assert reason["mt1"] == "high_pct_mt"
@@ -83,26 +84,26 @@ def test_planted_outliers_fail_for_the_right_reason():
 def test_fixed_floor_wins_when_stricter_and_source_is_recorded():
     obs = planted_obs()
     config = {**QC_CONFIG, "min_counts": 3000, "max_pct_mt": 50}
-    thresholds = qc.compute_thresholds(obs, config)
+    thresholds = metrics.compute_thresholds(obs, qc_options=config)
     assert thresholds["total_counts"]["lower"] == 3000
     assert thresholds["total_counts"]["lower_source"] == "config qc.min_counts"
     # The adaptive mito cap (about 4 + 3 MADs) is stricter than 50 and stays in force.
     assert thresholds["pct_counts_mt"]["upper"] < 50
     assert thresholds["pct_counts_mt"]["upper_source"].startswith("adaptive")
-    passed, reason = qc.apply_thresholds(obs, thresholds)
+    passed, reason = metrics.apply_thresholds(obs, thresholds)
     assert (reason[obs["total_counts"] < 3000].str.contains("low_counts")).all()
 
 
 def test_sample_sheet_overrides_take_precedence():
     obs = planted_obs()
-    base = qc.compute_thresholds(obs, {**QC_CONFIG, "max_pct_mt": 10})
-    overridden = qc.compute_thresholds(
-        obs, {**QC_CONFIG, "max_pct_mt": 10}, {"max_pct_mt": 50.0, "n_mads_mt": 20.0}
+    base = metrics.compute_thresholds(obs, qc_options={**QC_CONFIG, "max_pct_mt": 10})
+    overridden = metrics.compute_thresholds(
+        obs, qc_options={**QC_CONFIG, "max_pct_mt": 10}, overrides={"max_pct_mt": 50.0, "n_mads_mt": 20.0}
     )
     assert base["pct_counts_mt"]["upper"] <= 10
     assert overridden["pct_counts_mt"]["upper"] > base["pct_counts_mt"]["upper"]
     assert "sample sheet" in overridden["pct_counts_mt"]["upper_source"]
-    wide = qc.compute_thresholds(obs, QC_CONFIG, {"n_mads": 10.0})
+    wide = metrics.compute_thresholds(obs, qc_options=QC_CONFIG, overrides={"n_mads": 10.0})
     assert wide["total_counts"]["lower"] < base["total_counts"]["lower"]
     assert "n_mads" in wide["total_counts"]["lower_source"]
 
@@ -116,7 +117,7 @@ def make_adata(symbols, seed=0, n_cells=300):
 
 def test_sample_without_mt_genes_skips_the_metric_and_records_it():
     adata = make_adata([f"GENE{i}" for i in range(50)] + ["RPS3", "HBB"])
-    adata, thresholds = qc.run_qc(adata, QC_CONFIG)
+    adata, thresholds = metrics.run_qc(adata, qc_options=QC_CONFIG)
     assert adata.obs["pct_counts_mt"].isna().all()
     assert "no mitochondrial genes" in thresholds["pct_counts_mt"]["skipped"]
     assert "pct_counts_mt" in adata.uns["qc_metric_notes"]
@@ -131,7 +132,7 @@ def test_sample_without_mt_genes_skips_the_metric_and_records_it():
 
 def test_mouse_prefix_detected_and_top20_metric_present():
     adata = make_adata([f"Gene{i}" for i in range(50)] + ["mt-Co1", "mt-Nd1"])
-    adata, _ = qc.run_qc(adata, QC_CONFIG)
+    adata, _ = metrics.run_qc(adata, qc_options=QC_CONFIG)
     assert adata.uns["qc_metric_notes"]["mt_prefix"] == "mt-"
     assert adata.var["mt"].sum() == 2
     assert adata.obs["pct_counts_mt"].between(0, 100).all()
@@ -145,8 +146,20 @@ def test_failed_sample_policy():
     adata.obs["doublet_score"] = np.nan
     adata.obs["predicted_doublet"] = False
     with pytest.raises(InputError, match="Sample 'S1'.*failed_sample_policy"):
-        qc.finalise_sample(adata.copy(), "remove", 20, "fail", "S1")
-    kept, table, status = qc.finalise_sample(adata.copy(), "remove", 20, "drop", "S1")
+        metrics.finalise_sample(
+            adata.copy(),
+            doublet_action="remove",
+            min_cells_after_qc=20,
+            failed_sample_policy="fail",
+            sample="S1",
+        )
+    kept, table, status = metrics.finalise_sample(
+        adata.copy(),
+        doublet_action="remove",
+        min_cells_after_qc=20,
+        failed_sample_policy="drop",
+        sample="S1",
+    )
     assert status["dropped"] and kept.n_obs == 0 and len(table) == adata.n_obs
 
 
@@ -156,26 +169,39 @@ def test_doublet_action_remove_versus_flag():
     adata.obs["fail_reason"] = ""
     adata.obs["doublet_score"] = 0.1
     adata.obs["predicted_doublet"] = np.arange(adata.n_obs) < 10
-    kept, table, _ = qc.finalise_sample(adata.copy(), "remove", 1, "fail", "S1")
+    kept, table, _ = metrics.finalise_sample(
+        adata.copy(),
+        doublet_action="remove",
+        min_cells_after_qc=1,
+        failed_sample_policy="fail",
+        sample="S1",
+    )
     assert kept.n_obs == adata.n_obs - 10
     assert (table.loc[table["predicted_doublet"], "fail_reason"] == "doublet").all()
-    flagged, table, _ = qc.finalise_sample(adata.copy(), "flag", 1, "fail", "S1")
+    flagged, table, _ = metrics.finalise_sample(
+        adata.copy(),
+        doublet_action="flag",
+        min_cells_after_qc=1,
+        failed_sample_policy="fail",
+        sample="S1",
+    )
     assert flagged.n_obs == adata.n_obs and flagged.obs["predicted_doublet"].sum() == 10
 
 
-def test_atomic_outputs_get_normal_permissions_and_no_partial_file(tmp_path):
-    import os
-
-    from sccohort.runtime import atomic_path
-
-    umask = os.umask(0o022)
-    try:
-        with atomic_path(tmp_path / "out.txt") as tmp:
-            tmp.write_text("x")
-        assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
-        with pytest.raises(RuntimeError), atomic_path(tmp_path / "failed.txt") as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
-    finally:
-        os.umask(umask)
+def test_fail_reasons_join_in_the_shared_order():
+    """fail_reason lists a cell's reasons in names.REMOVAL_REASONS order, the doublet last."""
+    assert set(metrics.FAIL_REASONS.values()) | {metrics.DOUBLET_REASON} == set(REMOVAL_REASONS)
+    assert REMOVAL_REASONS[-1] == metrics.DOUBLET_REASON
+    obs = planted_obs()
+    thresholds = metrics.compute_thresholds(obs, qc_options=QC_CONFIG)
+    _, reason = metrics.apply_thresholds(obs, thresholds)
+    assert reason["low1"] == "low_counts;low_genes"
+    assert reason["huge"] == "high_counts;high_genes"
+    adata = ad.AnnData(obs=obs.assign(qc_pass=reason == "", fail_reason=reason, doublet_score=0.5))
+    adata.obs["predicted_doublet"] = adata.obs_names.isin(["low1", "c0"])
+    _, table, _ = metrics.finalise_sample(
+        adata, doublet_action="remove", min_cells_after_qc=1, failed_sample_policy="fail", sample="S1"
+    )
+    table = table.set_index("barcode")
+    assert table.loc["low1", "fail_reason"] == "low_counts;low_genes;doublet"
+    assert table.loc["c0", "fail_reason"] == "doublet"

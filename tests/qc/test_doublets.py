@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sccohort import doublets
+from sccohort.qc import doublets
 from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
 from sklearn.metrics import roc_auc_score
@@ -85,7 +85,7 @@ def test_expected_rate_follows_cells_recovered():
 def test_small_sample_skipped_with_warning(planted):
     counts, _ = planted
     small = ad.AnnData(X=counts[:150].copy())
-    small, info = doublets.call_doublets(small, DOUBLET_CONFIG, n_cells_recovered=150)
+    small, info = doublets.call_doublets(small, doublet_options=DOUBLET_CONFIG, n_cells_recovered=150)
     assert "skipped" in info and "150 cells" in info["skipped"]
     assert small.obs["doublet_score"].isna().all()
     assert not small.obs["predicted_doublet"].any()
@@ -95,8 +95,8 @@ def test_overrides_of_expected_rate(planted):
     counts, _ = planted
     adata = ad.AnnData(X=counts[:400].copy())
     _, info = doublets.call_doublets(
-        adata.copy(), DOUBLET_CONFIG, n_cells_recovered=400, expected_rate_override=0.1
+        adata.copy(), doublet_options=DOUBLET_CONFIG, n_cells_recovered=400, expected_rate_override=0.1
     )
     assert info["expected_rate"] == 0.1 and "sample sheet" in info["expected_rate_source"]
-    _, info = doublets.call_doublets(adata.copy(), DOUBLET_CONFIG, n_cells_recovered=400)
+    _, info = doublets.call_doublets(adata.copy(), doublet_options=DOUBLET_CONFIG, n_cells_recovered=400)
     assert info["expected_rate"] == pytest.approx(0.0032)

@@ -1,4 +1,8 @@
-"""Figures and the self-contained HTML page of one sample's QC."""
+"""Figures of one sample's QC page: metric distributions, Scrublet's scores, cells removed.
+
+Each function returns a matplotlib figure; page.qc_report_sample saves them with
+plotting.save_figure (which lays them out).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
-from . import html  # noqa: E402
 
 DISTRIBUTIONS = (
     ("total_counts", "Total counts per cell", True),
@@ -44,7 +46,6 @@ def plot_distributions(cells: pd.DataFrame, thresholds: dict):
         ax.set_title(label)
         ax.set_ylabel("cells")
         ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -79,21 +80,11 @@ def plot_doublet_scores(cells: pd.DataFrame, doublets: dict):
         ax.set_xlabel("Scrublet doublet score")
         ax.set_ylabel("count")
         ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
-def removal_counts(cells: pd.DataFrame) -> pd.DataFrame:
-    """Cells kept and removed by each reason (a cell failing two tests counts under both)."""
-    reasons = cells["fail_reason"].fillna("").astype(str)
-    rows = [("kept", int(cells["pass"].astype(bool).sum()))]
-    counts = pd.Series([r for value in reasons for r in value.split(";") if r]).value_counts()
-    rows += [(str(reason), int(n)) for reason, n in counts.items()]
-    return pd.DataFrame(rows, columns=["category", "cells"])
-
-
-def plot_removed(cells: pd.DataFrame):
-    counts = removal_counts(cells)
+def plot_removed(counts: pd.DataFrame):
+    """Bars of cells kept and removed by each reason (`counts`: page.removal_counts)."""
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(counts) + 1))
     colours = ["#2a6" if c == "kept" else "#c55" for c in counts["category"]]
     ax.barh(counts["category"], counts["cells"], color=colours)
@@ -102,70 +93,4 @@ def plot_removed(cells: pd.DataFrame):
     ax.invert_yaxis()
     ax.set_xlabel("cells")
     ax.set_title("Cells kept and removed by reason")
-    fig.tight_layout()
     return fig
-
-
-def threshold_table(thresholds: dict) -> pd.DataFrame:
-    rows = []
-    for metric in ("total_counts", "n_genes_by_counts", "pct_counts_mt"):
-        entry = thresholds.get("qc", {}).get(metric, {})
-        for bound in ("lower", "upper"):
-            rows.append(
-                {
-                    "metric": metric,
-                    "bound": bound,
-                    "value": entry.get(bound),
-                    "source": entry.get("skipped") or entry.get(f"{bound}_source", "none"),
-                }
-            )
-    doublets = thresholds.get("doublets", {})
-    rows.append(
-        {
-            "metric": "doublet_score",
-            "bound": "upper",
-            "value": doublets.get("threshold"),
-            "source": doublets.get("skipped") or doublets.get("threshold_source", "none"),
-        }
-    )
-    return pd.DataFrame(rows)
-
-
-def render_sample_page(sample: str, cells: pd.DataFrame, thresholds: dict, figures: dict[str, str]) -> str:
-    """The self-contained QC page of one sample; `figures` maps name to a data URI."""
-    status = thresholds.get("status", {})
-    warnings = [w for w in (status.get("warning"), thresholds.get("doublets", {}).get("skipped")) if w]
-    warnings += thresholds.get("notes", [])
-    summary = pd.DataFrame(
-        [
-            ("cells in", status.get("n_cells_input")),
-            ("cells passing QC thresholds", status.get("n_cells_after_qc")),
-            ("predicted doublets", status.get("n_doublets")),
-            ("cells kept", status.get("n_cells_kept")),
-            ("median genes (kept)", _median(cells, "n_genes_by_counts")),
-            ("median % mito (kept)", _median(cells, "pct_counts_mt")),
-            ("expected doublet rate", thresholds.get("doublets", {}).get("expected_rate")),
-        ],
-        columns=["", "value"],
-    )
-    warn_html = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in warnings)
-    sections = [
-        ("summary", "Summary", warn_html + html.table(summary)),
-        (
-            "thresholds",
-            "Thresholds applied",
-            html.table(threshold_table(thresholds))
-            + html.image(
-                figures["distributions"], "QC metric distributions", "Grey: all barcodes; green: kept."
-            )
-            + html.table(removal_counts(cells))
-            + html.image(figures["removed"], "cells removed by reason"),
-        ),
-        ("doublets", "Doublets (Scrublet)", html.image(figures["doublets"], "Scrublet score histograms")),
-    ]
-    return html.page(f"QC of sample {sample}", sections)
-
-
-def _median(cells: pd.DataFrame, metric: str):
-    values = cells.loc[cells["pass"].astype(bool), metric].astype(float).dropna()
-    return round(float(values.median()), 2) if len(values) else None

@@ -12,9 +12,9 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 from sccohort.errors import InputError
-from sccohort.io import detect_format, read_sample
+from sccohort.qc.load import check_counts, detect_format, read_sample
 
-DATA = Path(__file__).parent / "data" / "10x"
+DATA = Path(__file__).parents[1] / "data" / "10x"
 V3_MTX = DATA / "3.0.0" / "filtered_feature_bc_matrix"
 V3_H5 = DATA / "3.0.0" / "filtered_feature_bc_matrix.h5"
 V2_MTX = DATA / "1.2.0" / "filtered_gene_bc_matrices" / "hg19_chr21"
@@ -119,8 +119,6 @@ def test_bad_counts_refused(tmp_path, mutate, message):
     adata.write_h5ad(path)
     with pytest.raises(InputError, match=str(path).replace(".", r"\.")):
         read_sample(path)
-    from sccohort.io import check_counts
-
     with pytest.raises(InputError, match=message):
         check_counts(adata, path)
 
@@ -162,73 +160,16 @@ def _touch(path: Path) -> Path:
     return path
 
 
-def test_probe_catches_structural_faults_without_reading_data(tmp_path):
-    from sccohort.io import probe_input
+def test_count_value_messages_name_the_input():
+    """load's messages (the ones tests/workflow/test_bad_inputs.py reads), on the shared integer check."""
+    from sccohort.qc.load import check_count_values
 
-    assert probe_input(V3_H5) == "10x_h5"
-    assert probe_input(V3_MTX) == "10x_mtx"
-    truncated = tmp_path / "truncated.h5"
-    truncated.write_bytes(V3_H5.read_bytes()[:20000])
-    with pytest.raises(InputError, match="corrupt or truncated"):
-        probe_input(truncated)
-    incomplete = tmp_path / "nobarcodes"
-    shutil.copytree(V3_MTX, incomplete)
-    (incomplete / "barcodes.tsv.gz").unlink()
-    with pytest.raises(InputError, match="no barcodes.tsv"):
-        probe_input(incomplete)
-    with pytest.raises(InputError, match="several genomes"):
-        probe_input(TWO_GENOMES)
-    adata = read_sample(V3_H5)
-    adata.write_h5ad(tmp_path / "x.h5ad")
-    with pytest.raises(InputError, match="no layer 'counts'"):
-        probe_input(tmp_path / "x.h5ad", counts_layer="counts")
-
-
-@pytest.mark.parametrize(
-    ("path", "layer", "genome"),
-    [(V3_MTX, None, None), (V3_H5, None, None), (V2_MTX, None, None), (V2_H5, None, "hg19_chr21"),
-     (PBMC_1K, None, None), ("h5ad-sparse", None, None), ("h5ad-dense-layer", "counts", None)],
-    ids=["v3-mtx", "v3-h5", "v2-mtx", "v2-h5", "pbmc1k-h5", "h5ad-sparse", "h5ad-dense-layer"],
-)  # fmt: skip
-def test_inspect_input_reads_shape_and_genes_like_the_reader(tmp_path, path, layer, genome):
-    """The DAG-time inspection agrees with the full reader on cells, genes and gene ids."""
-    from sccohort.io import inspect_input
-
-    if path == "h5ad-sparse":
-        path = tmp_path / "x.h5ad"
-        read_sample(V3_H5).write_h5ad(path)
-    elif path == "h5ad-dense-layer":
-        adata = read_sample(V3_H5)
-        adata.layers["counts"] = adata.X.toarray()
-        adata.X = sp.csr_matrix(np.log1p(adata.X.toarray()))
-        path = tmp_path / "x.h5ad"
-        adata.write_h5ad(path)
-    summary = inspect_input(path, counts_layer=layer, genome=genome)
-    full = read_sample(path, counts_layer=layer, genome=genome)
-    assert (summary.n_cells, summary.n_genes) == full.shape
-    assert list(summary.gene_ids) == list(full.var["gene_id"])
-    assert list(summary.gene_symbols) == list(full.var["gene_symbol"])
-
-
-def test_inspect_input_refuses_from_the_head_of_the_data(tmp_path):
-    from sccohort.io import inspect_input
-
-    adata = read_sample(V3_H5)
-    normalised = adata.copy()
-    normalised.layers["counts"] = adata.X.copy()
-    normalised.X = sp.csr_matrix(np.log1p(adata.X.toarray()))
-    normalised.write_h5ad(tmp_path / "norm.h5ad")
-    with pytest.raises(
-        InputError, match=r"non-integer values in X .*Layers that look like raw counts: counts"
-    ):
-        inspect_input(tmp_path / "norm.h5ad")
-    negative = adata.copy()
-    negative.X = -negative.X
-    negative.write_h5ad(tmp_path / "neg.h5ad")
-    with pytest.raises(InputError, match="neg.h5ad contains negative counts"):
-        inspect_input(tmp_path / "neg.h5ad")
-    adata[:0].copy().write_h5ad(tmp_path / "empty.h5ad")
-    with pytest.raises(InputError, match="empty.h5ad holds an empty matrix"):
-        inspect_input(tmp_path / "empty.h5ad")
-    with pytest.raises(InputError, match="has no genome 'mm10'"):
-        inspect_input(V2_H5, genome="mm10")
+    check_count_values(np.array([0.0, 3.0, 12.0]), "x.h5")
+    check_count_values(np.array([]), "x.h5")
+    with pytest.raises(InputError, match=r"^Input x\.h5 contains negative counts \(head\); .*raw UMI counts"):
+        check_count_values(np.array([1.0, -2.0]), "x.h5", " (head)")
+    for values in ([1.0, 0.5], [1.0, np.nan], [1.0, np.inf]):
+        with pytest.raises(InputError, match=r"^Input x\.h5 contains non-integer values .*raw UMI counts"):
+            check_count_values(np.array(values), "x.h5")
+    with pytest.raises(InputError, match="not numeric"):
+        check_count_values(np.array(["a"]), "x.h5")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import SMALL_SAMPLES, make_project, run_workflow
-from sccohort.io import read_sample
+from sccohort.qc.load import read_sample
 
 
 @pytest.fixture(scope="module")

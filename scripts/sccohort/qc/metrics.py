@@ -1,0 +1,350 @@
+"""Per-sample quality control: metrics per barcode, adaptive + fixed thresholds, pass/fail.
+
+Adaptive thresholds are median +/- n x MAD, with the MAD from scipy.stats.median_abs_deviation
+(unscaled, as in the single-cell best-practices book), not pandas' `.mad`, which was the *mean*
+absolute deviation. Counts and genes are judged on the log1p scale, where their distributions
+are close to symmetric; % mitochondrial only from above. Each fixed floor or cap from the config
+(or the sample sheet) is applied together with the adaptive limit: the stricter of the two wins,
+and thresholds.json records which one did.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..names import REMOVAL_REASONS
+
+METRICS = (
+    "total_counts",
+    "n_genes_by_counts",
+    "pct_counts_mt",
+    "pct_counts_ribo",
+    "pct_counts_hb",
+    "pct_counts_in_top_20_genes",
+)
+# The reason a cell fails each threshold; fail_reason joins them in names.REMOVAL_REASONS order,
+# which ends with the doublet reason finalise_sample adds.
+FAIL_REASONS = {
+    ("total_counts", "lower"): "low_counts",
+    ("total_counts", "upper"): "high_counts",
+    ("n_genes_by_counts", "lower"): "low_genes",
+    ("n_genes_by_counts", "upper"): "high_genes",
+    ("pct_counts_mt", "upper"): "high_pct_mt",
+}
+DOUBLET_REASON = "doublet"
+
+CELL_TABLE_COLUMNS = (
+    "barcode",
+    "sample",
+    *METRICS,
+    "doublet_score",
+    "predicted_doublet",
+    "qc_pass",
+    "pass",
+    "fail_reason",
+)
+
+
+def qc_sample(
+    *,
+    raw_h5ad: str,
+    output: str,
+    sample_row: dict,
+    override_columns: list[str],
+    qc_options: dict,
+    log: logging.Logger,
+) -> None:
+    """Rule qc_sample: per-barcode QC metrics and adaptive + fixed thresholds for one sample.
+
+    `qc_options` is the config's qc block; the sheet's `override_columns` of `sample_row` override
+    it for this sample. Writes `output`: the raw object with run_qc's obs/var columns and
+    uns["qc_thresholds"], uns["qc_metric_notes"].
+    """
+    from .. import runtime
+    from ..sheet import sample_override
+
+    adata = ad.read_h5ad(raw_h5ad)
+    overrides = {column: sample_override(sample_row, column) for column in override_columns}
+    adata, thresholds = run_qc(adata, qc_options=qc_options, overrides=overrides)
+    adata.uns["qc_thresholds"] = thresholds
+    log.info("%d of %d barcodes pass the QC thresholds", int(adata.obs["qc_pass"].sum()), adata.n_obs)
+    for note in adata.uns["qc_metric_notes"].values():
+        if note and " " in str(note):
+            log.warning("%s", note)
+    runtime.write_h5ad(adata, output)
+
+
+def resolve_mt_prefix(gene_symbols: pd.Index, mt_prefix: str = "auto") -> str | None:
+    """The mitochondrial prefix that matches this sample's genes, or None when none does."""
+    symbols = pd.Index(gene_symbols).astype(str)
+    candidates = ["MT-", "mt-"] if mt_prefix == "auto" else [mt_prefix]
+    for prefix in candidates:
+        if symbols.str.startswith(prefix).any():
+            return prefix
+    return None
+
+
+def annotate_qc_metrics(
+    adata: ad.AnnData,
+    *,
+    mt_prefix: str = "auto",
+    ribo_prefixes: tuple[str, ...] | list[str] = ("RPS", "RPL"),
+    hb_pattern: str = r"^HB[ABDEGMQZ][0-9]?$",
+) -> ad.AnnData:
+    """Add per-barcode QC metrics to obs and gene classes (mt, ribo, hb) to var, in place.
+
+    Writes: var["mt"], var["ribo"], var["hb"]; scanpy's calculate_qc_metrics columns in obs and
+    var (METRICS among them, pct_counts_in_top_20_genes also for samples with fewer genes);
+    uns["qc_metric_notes"] = {"mt_prefix", and "pct_counts_mt" when it was not computed}.
+    A sample without mitochondrial genes gets pct_counts_mt = NaN and the note says so; the
+    % mito threshold is then skipped.
+    """
+    import scanpy as sc
+
+    symbols = adata.var["gene_symbol"] if "gene_symbol" in adata.var else adata.var_names.to_series()
+    symbols = pd.Index(symbols.astype(str))
+    prefix = resolve_mt_prefix(symbols, mt_prefix)
+    adata.var["mt"] = symbols.str.startswith(prefix) if prefix else np.zeros(adata.n_vars, dtype=bool)
+    adata.var["ribo"] = symbols.str.upper().str.startswith(tuple(p.upper() for p in ribo_prefixes))
+    pattern = re.compile(hb_pattern, flags=re.IGNORECASE)
+    adata.var["hb"] = np.array([bool(pattern.match(s)) for s in symbols])
+    n_top = min(20, adata.n_vars)
+    sc.pp.calculate_qc_metrics(
+        adata, qc_vars=["mt", "ribo", "hb"], percent_top=[n_top], log1p=True, inplace=True
+    )
+    if n_top != 20:
+        adata.obs["pct_counts_in_top_20_genes"] = adata.obs.pop(f"pct_counts_in_top_{n_top}_genes")
+    notes = {"mt_prefix": prefix}
+    if prefix is None:
+        adata.obs["pct_counts_mt"] = np.nan
+        notes["pct_counts_mt"] = (
+            f"no gene starts with the mitochondrial prefix ({mt_prefix}); % mitochondrial not computed"
+        )
+    adata.uns["qc_metric_notes"] = notes
+    return adata
+
+
+def mad_limits(values: np.ndarray, n_mads: float) -> tuple[float, float, float, float]:
+    """(median, MAD, median - n*MAD, median + n*MAD) of the finite values."""
+    from scipy.stats import median_abs_deviation
+
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (np.nan,) * 4
+    median = float(np.median(values))
+    mad = float(median_abs_deviation(values))
+    return median, mad, median - n_mads * mad, median + n_mads * mad
+
+
+def _combine(
+    adaptive: float | None, fixed: float | None, fixed_source: str, bound: str, adaptive_source: str
+):
+    """Pick the stricter of an adaptive and a fixed limit; return (value, source)."""
+    options = [(v, s) for v, s in ((adaptive, adaptive_source), (fixed, fixed_source)) if v is not None]
+    options = [(v, s) for v, s in options if np.isfinite(v)]
+    if not options:
+        return None, "none"
+    pick = max if bound == "lower" else min
+    return pick(options, key=lambda option: option[0])
+
+
+class _Settings:
+    """One sample's QC settings: a sheet override wins over the config's qc block; each value
+    comes with where it came from (for thresholds.json)."""
+
+    def __init__(self, qc_options: dict, overrides: dict | None):
+        self.qc_options = qc_options
+        self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    def __call__(self, key: str | None, override_key: str | None = None) -> tuple[float | None, str]:
+        if key is None:
+            return None, "none"
+        override_key = override_key or key
+        if override_key in self.overrides:
+            return float(self.overrides[override_key]), f"sample sheet column {override_key}"
+        value = self.qc_options.get(key)
+        return (None if value is None else float(value)), f"config qc.{key}"
+
+
+def compute_thresholds(obs: pd.DataFrame, *, qc_options: dict, overrides: dict | None = None) -> dict:
+    """Thresholds for one sample and where each came from.
+
+    `qc_options` is the config's qc block; `overrides` maps sheet columns (min_counts, min_genes,
+    max_genes, max_pct_mt, n_mads, n_mads_mt) to numbers for this sample (None = not set).
+    """
+    setting = _Settings(qc_options, overrides)
+    thresholds: dict = {}
+    for metric, n_mads_key, floor_key, cap_key in (
+        ("total_counts", "n_mads_counts", "min_counts", None),
+        ("n_genes_by_counts", "n_mads_genes", "min_genes", "max_genes"),
+    ):
+        thresholds[metric] = _size_threshold(
+            obs[metric].to_numpy(), setting(n_mads_key, "n_mads"), setting(floor_key), setting(cap_key)
+        )
+    thresholds["pct_counts_mt"] = _mito_threshold(
+        obs["pct_counts_mt"].to_numpy(dtype=float), setting("n_mads_mt"), setting("max_pct_mt")
+    )
+    return thresholds
+
+
+def _size_threshold(values: np.ndarray, n_mads_setting, floor_setting, cap_setting) -> dict:
+    """Lower and upper limit of counts or genes per cell: MADs on log1p, with a fixed floor/cap."""
+    (n_mads, n_source), (floor, floor_source), (cap, cap_source) = n_mads_setting, floor_setting, cap_setting
+    median, mad, low, high = mad_limits(np.log1p(values), n_mads)
+    adaptive_source = f"adaptive: median {n_mads:g} MADs on log1p ({n_source})"
+    adaptive_low = float(np.expm1(low)) if np.isfinite(low) and mad > 0 else None
+    adaptive_high = float(np.expm1(high)) if np.isfinite(high) and mad > 0 else None
+    lower, lower_source = _combine(adaptive_low, floor, floor_source, "lower", adaptive_source)
+    upper, upper_source = _combine(adaptive_high, cap, cap_source, "upper", adaptive_source)
+    return {
+        "median": float(np.expm1(median)) if np.isfinite(median) else None,
+        "mad_log1p": mad,
+        "n_mads": n_mads,
+        "lower": lower,
+        "lower_source": lower_source,
+        "upper": upper,
+        "upper_source": upper_source,
+    }
+
+
+def _mito_threshold(pct_mt: np.ndarray, n_mads_setting, cap_setting) -> dict:
+    """Upper limit of % mitochondrial counts: median + MADs, with a fixed cap; skipped without MT genes."""
+    (n_mads_mt, n_mads_mt_source), (cap, cap_source) = n_mads_setting, cap_setting
+    if np.all(np.isnan(pct_mt)):
+        return {
+            "skipped": "no mitochondrial genes in this sample; % mitochondrial threshold not applied",
+            "lower": None,
+            "upper": None,
+            "lower_source": "none",
+            "upper_source": "none",
+        }
+    median, mad, _, high = mad_limits(pct_mt, n_mads_mt)
+    # A MAD of 0 (e.g. almost no MT reads) would fail every cell above the median: no adaptive cap then.
+    adaptive_high = high if mad > 0 else None
+    adaptive_source = f"adaptive: median + {n_mads_mt:g} MADs ({n_mads_mt_source})"
+    upper, upper_source = _combine(adaptive_high, cap, cap_source, "upper", adaptive_source)
+    return {
+        "median": median,
+        "mad": mad,
+        "n_mads": n_mads_mt,
+        "lower": None,
+        "lower_source": "none",
+        "upper": upper,
+        "upper_source": upper_source,
+    }
+
+
+def apply_thresholds(obs: pd.DataFrame, thresholds: dict) -> tuple[pd.Series, pd.Series]:
+    """Return (qc_pass, fail_reason): reasons joined by ';' in a fixed order, '' for passing cells."""
+    reasons = pd.DataFrame(index=obs.index)
+    ordered = sorted(FAIL_REASONS.items(), key=lambda item: REMOVAL_REASONS.index(item[1]))
+    for (metric, bound), reason in ordered:
+        limit = thresholds.get(metric, {}).get(bound)
+        values = obs[metric].to_numpy(dtype=float)
+        if limit is None:
+            failed = np.zeros(len(obs), dtype=bool)
+        elif bound == "lower":
+            failed = values < limit
+        else:
+            failed = values > limit
+        reasons[reason] = np.where(failed, reason, "")
+    fail_reason = (
+        reasons.apply(lambda row: ";".join(r for r in row if r), axis=1) if len(obs) else pd.Series(dtype=str)
+    )
+    fail_reason = fail_reason.astype(str).reindex(obs.index).fillna("")
+    return fail_reason == "", fail_reason
+
+
+def run_qc(adata: ad.AnnData, *, qc_options: dict, overrides: dict | None = None) -> tuple[ad.AnnData, dict]:
+    """Metrics, thresholds and pass/fail for one sample; returns (adata, thresholds).
+
+    Writes: what annotate_qc_metrics writes, and obs["qc_pass"] (bool), obs["fail_reason"]
+    (FAIL_REASONS joined by ';', '' for passing barcodes).
+    """
+    annotate_qc_metrics(
+        adata,
+        mt_prefix=qc_options.get("mt_prefix", "auto"),
+        ribo_prefixes=qc_options.get("ribo_prefixes", ["RPS", "RPL"]),
+        hb_pattern=qc_options.get("hb_pattern", r"^HB[ABDEGMQZ][0-9]?$"),
+    )
+    thresholds = compute_thresholds(adata.obs, qc_options=qc_options, overrides=overrides)
+    qc_pass, fail_reason = apply_thresholds(adata.obs, thresholds)
+    adata.obs["qc_pass"] = qc_pass.to_numpy()
+    adata.obs["fail_reason"] = fail_reason.to_numpy()
+    return adata, thresholds
+
+
+def finalise_sample(
+    adata: ad.AnnData,
+    *,
+    doublet_action: str,
+    min_cells_after_qc: int,
+    failed_sample_policy: str,
+    sample: str,
+) -> tuple[ad.AnnData, pd.DataFrame, dict]:
+    """Combine QC and doublet calls into the per-barcode table and the kept cells.
+
+    `adata` holds every input barcode with obs qc_pass, fail_reason, doublet_score and
+    predicted_doublet (NaN/False for barcodes that failed QC: Scrublet only sees passing cells).
+    Returns (kept cells, cells table, status). With too few cells left the sample fails
+    (InputError) or, under the drop policy, is marked dropped in status for the merge to skip.
+    Writes (into the kept cells, a copy): obs without qc_pass and fail_reason, uns["qc_status"]
+    (status without removed_by_reason).
+    """
+    obs = adata.obs
+    doublet = obs["predicted_doublet"].fillna(False).astype(bool).to_numpy()
+    fail_reason = obs["fail_reason"].astype(str).to_numpy().copy()
+    if doublet_action == "remove":
+        fail_reason = np.array(
+            [
+                ";".join(r for r in (reason, DOUBLET_REASON) if r) if d else reason
+                for reason, d in zip(fail_reason, doublet, strict=True)
+            ]
+        )
+    keep = fail_reason == ""
+    table = obs.copy()
+    table["fail_reason"] = fail_reason
+    table["pass"] = keep
+    table.insert(0, "barcode", obs.index.astype(str))
+    table = table.loc[:, [c for c in CELL_TABLE_COLUMNS if c in table.columns]]
+
+    reasons = pd.Series([r for reason in fail_reason for r in reason.split(";") if r]).value_counts()
+    status = {
+        "sample": sample,
+        "n_cells_input": int(adata.n_obs),
+        "n_cells_after_qc": int(obs["qc_pass"].sum()),
+        "n_doublets": int(doublet.sum()),
+        "n_cells_kept": int(keep.sum()),
+        "removed_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        "dropped": False,
+    }
+    if keep.sum() < min_cells_after_qc:
+        _too_few_cells(status, min_cells_after_qc, failed_sample_policy)
+    kept = adata[keep].copy()
+    for column in ("qc_pass", "fail_reason"):
+        del kept.obs[column]
+    kept.uns["qc_status"] = {k: v for k, v in status.items() if k != "removed_by_reason"}
+    return kept, table, status
+
+
+def _too_few_cells(status: dict, min_cells_after_qc: int, failed_sample_policy: str) -> None:
+    """Fail the sample (InputError) or, under the drop policy, mark `status` dropped with a warning."""
+    message = (
+        f"Sample {status['sample']!r}: only {status['n_cells_kept']} of {status['n_cells_input']} cells pass QC "
+        f"and doublet removal, fewer than qc.min_cells_after_qc ({min_cells_after_qc}); removed by reason: "
+        f"{status['removed_by_reason'] or 'none'}."
+    )
+    if failed_sample_policy == "fail":
+        raise InputError(
+            f"{message} Loosen its thresholds with per-sample override columns in the sample sheet "
+            "(min_genes, max_pct_mt, n_mads ...), remove the sample, or set qc.failed_sample_policy: drop."
+        )
+    status["dropped"] = True
+    status["warning"] = f"{message} The sample is dropped from the cohort (qc.failed_sample_policy: drop)."
