@@ -21,10 +21,12 @@ from .tables import DE_GENE_COLUMNS, de_group_label, de_skipped_messages, de_sum
 
 
 def _slug(text: str) -> str:
+    """`text` reduced to the characters of an HTML id (for the ids of the DE tables)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
 
 
 def contrast_name(contrast: Mapping) -> str:
+    """A contrast's name as the DE stage gives it (default: "<test>_vs_<reference>")."""
     return contrast.get("name") or f"{contrast['test']}_vs_{contrast['reference']}"
 
 
@@ -82,6 +84,7 @@ def contrast_part(contrast: Mapping, summary: pd.DataFrame, inputs: ReportInputs
 
 
 def not_run_reason(contrasts: Sequence[Mapping], summary_path) -> str | None:
+    """Why the DE section has nothing to show, or None when there are results."""
     if not contrasts:
         return "no contrast is configured (de.contrasts is empty)"
     if summary_path is None:
