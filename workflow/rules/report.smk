@@ -16,7 +16,8 @@ REPORT_OUTPUTS = [REPORT_HTML, *MULTIQC_CONTENT.values()] + (
     [MULTIQC_REPORT] if config["multiqc"]["run"] else []
 )
 # Optional inputs: method agreement exists only when more than one annotation method runs; DE
-# only when contrasts are configured.
+# only when contrasts are configured (each contrast's folder: its tables and the figures/ the
+# report embeds, volcano plots and heat map, are known only once de_contrast has run).
 REPORT_OPTIONAL_INPUTS = {
     **(
         {"method_agreement": f"{RESULTS}/annotation/method_agreement.tsv"}

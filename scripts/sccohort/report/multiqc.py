@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import REMOVAL_REASONS
+from ..names import REMOVAL_REASONS
 
 SECTION = "sccohort single-cell QC"
 
@@ -131,7 +131,7 @@ def cell_categories(qc: pd.DataFrame) -> pd.DataFrame:
 
 
 def custom_content(qc: pd.DataFrame) -> dict[str, str]:
-    """The three custom-content files as {file name: text}; `qc` is report.qc_summary_table()."""
+    """The three custom-content files as {file name: text}; `qc` is tables.qc_summary_table()."""
     general = _yaml_header(
         {
             "id": "sccohort_general_stats",
@@ -175,7 +175,7 @@ def custom_content(qc: pd.DataFrame) -> dict[str, str]:
 
 def write_custom_content(qc: pd.DataFrame, paths: Mapping[str, str | Path]) -> None:
     """Write the files; `paths` maps each file name of custom_content() to its destination."""
-    from .runtime import atomic_path
+    from ..runtime import atomic_path
 
     for name, text in custom_content(qc).items():
         with atomic_path(paths[name]) as tmp:

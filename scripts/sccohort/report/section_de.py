@@ -1,0 +1,121 @@
+"""The report's differential-expression section: the DE summary and, per contrast and tested
+group, the DE stage's volcano plot beside the top genes by adjusted p-value.
+
+The figures are the DE stage's own (results/de/<contrast>/figures/), embedded as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+from markupsafe import Markup
+
+from ..pages import table_data
+from .data import ReportInputs, optional_path, read_de_summary, read_de_table
+from .figures import stage_figure_uri
+from .render import render
+from .tables import DE_GENE_COLUMNS, de_group_label, de_skipped_messages, de_summary_table, top_de_genes
+
+
+def _slug(text: str) -> str:
+    """`text` reduced to the characters of an HTML id (for the ids of the DE tables)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
+
+
+def contrast_name(contrast: Mapping) -> str:
+    """A contrast's name as the DE stage gives it (default: "<test>_vs_<reference>")."""
+    return contrast.get("name") or f"{contrast['test']}_vs_{contrast['reference']}"
+
+
+def group_part(folder: Path, row, *, name: str, index: int, top_genes: int) -> dict:
+    """One tested group: its volcano plot (the DE stage's) and its top genes."""
+    table_path = folder / f"{row.group_file}.tsv"
+    if not table_path.is_file():
+        return {"name": row.group, "missing_table": str(table_path)}
+    table = read_de_table(table_path)
+    top = top_de_genes(table, top_genes)
+    volcano = folder / "figures" / f"{row.group_file}.volcano.png"
+    return {
+        "name": row.group,
+        "missing_table": None,
+        "label": de_group_label(row),
+        "open": index == 0,
+        "volcano": stage_figure_uri(volcano),
+        "volcano_file": f"figures/{volcano.name}",
+        "table": table_data(
+            top[[c for c in DE_GENE_COLUMNS if c in top]],
+            f"de-{_slug(name)}-{_slug(str(row.group_file))}-{index}",
+        ),
+        "n_top": len(top),
+        "n_genes": len(table),
+        "table_file": table_path.name,
+    }
+
+
+def contrast_part(contrast: Mapping, summary: pd.DataFrame, inputs: ReportInputs, *, top_genes: int) -> dict:
+    """One contrast: its description, the heat map of all groups and every tested group."""
+    name = contrast_name(contrast)
+    part = {
+        "name": name,
+        "factor": contrast.get("factor", ""),
+        "test": contrast.get("test", ""),
+        "reference": contrast.get("reference", ""),
+        "found": False,
+        "groups": [],
+        "heatmap": None,
+    }
+    folder = optional_path(inputs.de_dirs.get(name))
+    if folder is None:
+        return part
+    tested = summary[(summary["contrast"] == name) & (summary["status"] == "tested")]
+    heatmap = folder / "figures" / "all_groups.lfc_heatmap.png"
+    part.update(
+        found=True,
+        heatmap=stage_figure_uri(heatmap),
+        groups=[
+            group_part(folder, row, name=name, index=i, top_genes=top_genes)
+            for i, row in enumerate(tested.itertuples())
+        ],
+    )
+    return part
+
+
+def not_run_reason(contrasts: Sequence[Mapping], summary_path) -> str | None:
+    """Why the DE section has nothing to show, or None when there are results."""
+    if not contrasts:
+        return "no contrast is configured (de.contrasts is empty)"
+    if summary_path is None:
+        return "results/de/summary.tsv is absent"
+    return None
+
+
+def section_de(
+    inputs: ReportInputs, *, config: Mapping, contrasts: Sequence[Mapping], top_genes: int, warnings: list
+) -> Markup:
+    """The "Differential expression" section; appends the skipped groups to `warnings`."""
+    de = config.get("de", {})
+    summary_path = optional_path(inputs.de_summary)
+    reason = not_run_reason(contrasts, summary_path)
+    if reason:
+        return render("report_de.html.j2", not_run=reason)
+    summary = read_de_summary(summary_path)
+    skipped = de_skipped_messages(summary)
+    warnings.extend(skipped)
+    return render(
+        "report_de.html.j2",
+        not_run=None,
+        group_by=de.get("group_by", "group"),
+        design=de.get("design", ""),
+        alpha=f"{float(de.get('alpha', 0.05)):g}",
+        summary=table_data(
+            de_summary_table(summary),
+            "de-summary",
+            row_classes=["" if s == "tested" else "skipped" for s in summary["status"]],
+        ),
+        summary_searchable=len(summary) > 10,
+        skipped=skipped,
+        contrasts=[contrast_part(c, summary, inputs, top_genes=top_genes) for c in contrasts],
+    )

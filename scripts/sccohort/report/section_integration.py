@@ -1,0 +1,58 @@
+"""The report's integration section: UMAPs by sample and condition before and after the batch
+correction, and the integration diagnostics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from markupsafe import Markup
+
+from ..pages import table_data
+from ..plotting import palette
+from .data import ReportData, ReportInputs
+from .figures import figure_uri, plot_umap_grid, stage_figure_uri, subsample
+from .render import render
+from .tables import natural_order
+
+
+def integration_umaps(data: ReportData, *, integration: str, max_points: int, seed: int):
+    """The UMAP grid: by sample and condition, before (uncorrected PCA) and after integration."""
+    after = subsample(data.umap, max_points, seed)
+    keys = [k for k in ("sample", "condition") if k in after]
+    colours = {
+        k: palette(natural_order(data.umap[k]) if k != "sample" else list(dict.fromkeys(data.qc["sample"])))
+        for k in keys
+    }
+    panels = []
+    if integration != "none":
+        # the same (subsampled) cells in the uncorrected embedding
+        before = data.umap_uncorrected.set_index("barcode").reindex(after["barcode"]).reset_index()
+        before = before.dropna(subset=["UMAP1", "UMAP2"])
+        panels += [(f"before integration (PCA): {k}", before, k) for k in keys]
+        panels += [(f"after {integration}: {k}", after, k) for k in keys]
+    else:
+        panels += [(f"no integration (cohort.integration: none): {k}", after, k) for k in keys]
+    return plot_umap_grid(panels, colours, ncols=max(len(keys), 1))
+
+
+def section_integration(
+    data: ReportData, inputs: ReportInputs, *, config: Mapping, max_points: int, seed: int
+) -> Markup:
+    """The "Integration" section."""
+    integration = config.get("cohort", {}).get("integration", "harmony")
+    fig = integration_umaps(data, integration=integration, max_points=max_points, seed=seed)
+    metrics = data.metrics
+    overall = metrics[metrics["cluster"].astype(str) == "all"].drop(columns=["cluster"])
+    per_cluster = metrics[metrics["cluster"].astype(str) != "all"]
+    return render(
+        "report_integration.html.j2",
+        integration=integration,
+        max_points=max_points,
+        n_cells=len(data.umap),
+        seed=seed,
+        umap=figure_uri(fig),
+        overall=table_data(overall.round(4), "integration-overall"),
+        per_cluster=table_data(per_cluster.round(4), "integration-clusters") if len(per_cluster) else None,
+        plot_given=bool(inputs.integration_plot),
+        plot=stage_figure_uri(inputs.integration_plot),
+    )
