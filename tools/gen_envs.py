@@ -56,19 +56,17 @@ _SCANPY_STACK = [
     "pyyaml",
 ]
 _LEIDEN = ["leidenalg", "igraph"]
-# sccohort.cohort imports these lazily (harmonypy for Harmony, illico and loguru for the marker
-# test; illico needs tqdm and joblib), so every group whose scripts import sccohort.cohort lists them
-_COHORT_MODULE = ["harmonypy", "illico", "loguru", "tqdm", "joblib"]
+# the HTML pages (per-sample QC page, report) are Jinja2 templates (sccohort.pages)
+_PAGES = ["jinja2", "markupsafe"]
 GROUPS = {
-    "qc": _SCANPY_STACK + ["scrublet"],
-    # scikit-misc: loess for scanpy's seurat_v3 HVG flavour (imported by scanpy on demand)
-    "cohort": _SCANPY_STACK + _LEIDEN + _COHORT_MODULE + ["scikit-misc"],
-    # annotate and report import helpers from sccohort.cohort
-    "annotation": _SCANPY_STACK + _LEIDEN + _COHORT_MODULE,
+    "qc": _SCANPY_STACK + _PAGES + ["scrublet"],
+    # harmonypy for Harmony, illico (with loguru, tqdm, joblib) for the marker test; scikit-misc:
+    # loess for scanpy's seurat_v3 HVG flavour (imported by scanpy on demand)
+    "cohort": _SCANPY_STACK + _LEIDEN + ["harmonypy", "illico", "loguru", "tqdm", "joblib", "scikit-misc"],
+    "annotation": _SCANPY_STACK + _LEIDEN,
     "de": _SCANPY_STACK + ["pydeseq2", "formulaic", "formulaic-contrasts", "threadpoolctl", "joblib"],
-    "report": _SCANPY_STACK + _COHORT_MODULE,
-    # the MultiQC rule's script imports sccohort.multiqc -> sccohort.report
-    "multiqc": _SCANPY_STACK + _COHORT_MODULE + ["multiqc", "plotly"],
+    "report": _SCANPY_STACK + _PAGES,
+    "multiqc": _SCANPY_STACK + _PAGES + ["multiqc", "plotly"],
 }
 # Published on PyPI only (no conda-forge or bioconda package): installed by conda's pip, pinned.
 PIP_ONLY = {"illico"}
