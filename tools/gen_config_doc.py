@@ -37,10 +37,11 @@ sccohort needs two files, both relative to the directory you run `snakemake` in:
 2. **The sample sheet** (`config/samples.tsv`, or the path given by `samples:`): a tab-separated
    table with one row per sample, validated against `workflow/schemas/samples.schema.yaml`.
 
-Run it with a profile: `snakemake --profile profiles/default` on a workstation, or
-`snakemake --profile profiles/slurm` on a SLURM cluster (edit the partition and account in
-`profiles/slurm/config.yaml` first). Add `--sdm conda` to run each rule in its pinned conda
-env from `envs/`.
+Run it with plain `snakemake` on a workstation: the workflow profile `profiles/default` is
+loaded automatically. On a SLURM cluster use `snakemake --workflow-profile profiles/slurm`
+instead (edit the partition and account in `profiles/slurm/config.yaml` first;
+`docs/deployment.md` says why `--profile` would be the wrong flag here).
+Add `--sdm conda` to run each rule in its pinned conda env from `envs/`.
 """
 
 
