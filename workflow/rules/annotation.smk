@@ -8,6 +8,7 @@
 
 # common.smk puts scripts/ on sys.path.
 from sccohort import annotate as annotation_lib
+from sccohort.names import leiden_key
 
 try:
     # INPUT_GENE_SYMBOLS (common.smk): the inputs' genes, None in cluster jobs
@@ -71,6 +72,8 @@ rule annotate_cells:
         **ANNOTATION_CLUSTER_MARKERS,
         h5ad=f"{RESULTS}/cohort/clustered.h5ad",
         markers=ANNOTATION_SETTINGS["markers"],
+        # stored in the object as uns["rank_genes_groups"], scanpy's layout
+        cohort_markers=f"{RESULTS}/cohort/markers.tsv",
     output:
         **ANNOTATION_AGREEMENT,
         h5ad=f"{RESULTS}/cohort/integrated.h5ad",
@@ -100,6 +103,10 @@ rule annotate_cells:
         runtime=runtime_from_input(15, 0.1),
     params:
         cluster_key=ANNOTATION_SETTINGS["cluster_key"],
+        # the clustering of results/cohort/markers.tsv (cohort_markers)
+        markers_cluster_key=leiden_key(config["cohort"]["default_resolution"]),
+        # the sheet's order: samples are coloured as in the report
+        samples=SAMPLES,
         annotation=config["annotation"],
         seed=SEED,
     script:

@@ -14,6 +14,7 @@ import pandas as pd
 from ..names import SCORE_PREFIX, score_column
 from .cluster_table import cluster_annotation_table, cluster_top_genes, top_genes_from_markers
 from .marker_table import match_markers, parents_of, read_marker_table
+from .scanpy_uns import store_category_colours, store_rank_genes_groups
 from .scores import annotate_markers
 from .voting import method_agreement
 
@@ -38,6 +39,9 @@ def annotate_cells(
     cluster_markers: str | Path | None = None,
     celltypist_model: str | Path | None = None,
     reference: str | Path | None = None,
+    cohort_markers: str | Path | None = None,
+    markers_cluster_key: str | None = None,
+    sample_order: Sequence[str] = (),
     cluster_key: str,
     options: Mapping,
     seed: int,
@@ -52,6 +56,10 @@ def annotate_cells(
     marker method alone only the marker genes' columns of X are read. Writes `output_h5ad` (the
     clustered object with the labels in obs and the colours and settings in uns), the cluster and
     missing-marker tables and, when more than one method runs, `agreement_table`.
+
+    The object is written as scanpy would have made it: colours of every categorical in
+    uns["<key>_colors"] (samples in `sample_order`, the sheet's), and `cohort_markers` (markers.tsv
+    of the `markers_cluster_key` clustering) in uns["rank_genes_groups"]; see scanpy_uns.
     """
     from .. import plotting
     from ..runtime import package_versions, write_h5ad, write_h5ad_update, write_table
@@ -92,8 +100,14 @@ def annotate_cells(
     if "agreement" in tables:
         write_table(tables["agreement"], agreement_table)
         log.info("Method agreement:\n%s", tables["agreement"].to_string(index=False))
-    for column in adata.uns["annotation"]["methods"].values():
+    label_columns = list(adata.uns["annotation"]["methods"].values())
+    for column in label_columns:
         plotting.store_colours(adata, column)  # the label columns are categorical: obs is unchanged
+    coloured = store_category_colours(adata, sample_order=sample_order, skip=label_columns)
+    log.info("Colours in uns for %s.", ", ".join(label_columns + coloured))
+    if cohort_markers:
+        marker_genes = pd.read_csv(cohort_markers, sep="\t", dtype={"cluster": str, "gene": str})
+        store_rank_genes_groups(adata, marker_genes, groupby=markers_cluster_key)
     adata.uns["annotation"]["versions"] = package_versions()
     if whole_matrix:
         write_h5ad(adata, output_h5ad)
