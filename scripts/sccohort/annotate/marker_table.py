@@ -2,7 +2,8 @@
 carry no information, the optional parents and the order in which labels are shown.
 
 A marker table is a TSV with ``cell_type``, ``gene``, optional ``weight`` (negative = negative
-marker) and ``parent``; further columns (e.g. ``source``) are kept for documentation only.
+marker), ``parent`` and ``cl_id`` (the type's Cell Ontology id, used by the CELLxGENE export);
+further columns (e.g. ``source``) are kept for documentation only.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def read_marker_table(path: str | Path) -> pd.DataFrame:
     _check_cell_types(table, path)
     if "parent" in table.columns:
         table["parent"] = _checked_parents(table, path)
+    if "cl_id" in table.columns:
+        table["cl_id"] = _checked_cl_ids(table, path)
     extra = [c for c in table.columns if c not in MARKER_COLUMNS]
     return table[list(MARKER_COLUMNS) + extra].reset_index(drop=True)
 
@@ -123,6 +126,36 @@ def _checked_parents(table: pd.DataFrame, path: Path) -> pd.Series:
             "Unknown); use distinct names for parents."
         )
     return parent
+
+
+def _checked_cl_ids(table: pd.DataFrame, path: Path) -> pd.Series:
+    """The cl_id column with each type's one Cell Ontology id on all of its rows ("" = none);
+    InputError for an id not of the form CL:0000000 or a type with two ids."""
+    cl_id = table["cl_id"].fillna("").str.strip()
+    bad = cl_id[(cl_id != "") & ~cl_id.str.fullmatch(r"CL:\d{7}")]
+    if not bad.empty:
+        row = table.loc[bad.index[0]]
+        raise InputError(
+            f"Marker table {path}: cl_id {bad.iloc[0]!r} of cell type {row['cell_type']} is not a Cell Ontology id "
+            "(CL: and seven digits, e.g. CL:0000236 for B cell); leave it empty if the type has none."
+        )
+    for cell_type, values in cl_id.groupby(table["cell_type"], sort=False):
+        ids = set(values) - {""}
+        if len(ids) > 1:
+            raise InputError(
+                f"Marker table {path}: cell type {cell_type} has more than one cl_id ({', '.join(sorted(ids))}); "
+                "give each cell type one Cell Ontology id."
+            )
+        cl_id.loc[table["cell_type"] == cell_type] = ids.pop() if ids else ""
+    return cl_id
+
+
+def cl_ids_of(markers: pd.DataFrame) -> dict[str, str]:
+    """cell type -> Cell Ontology id (only types with one), from the optional cl_id column."""
+    if "cl_id" not in markers.columns:
+        return {}
+    pairs = markers[["cell_type", "cl_id"]].drop_duplicates("cell_type")
+    return {t: c for t, c in zip(pairs["cell_type"], pairs["cl_id"], strict=True) if isinstance(c, str) and c}
 
 
 def parents_of(markers: pd.DataFrame) -> dict[str, str]:

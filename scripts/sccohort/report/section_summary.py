@@ -53,6 +53,33 @@ def overview(
     return [(label, _shown(value)) for label, value in pairs]
 
 
+def export_links(config: Mapping) -> list[dict[str, str]]:
+    """The exports the run writes (config export block), with links relative to report.html (in
+    the results folder): label, href and how to open it."""
+    export = config.get("export") or {}
+    links = []
+    if export.get("cellbrowser", True):
+        links.append(
+            {
+                "label": "UCSC Cell Browser",
+                "href": "cellbrowser/index.html",
+                "how": "interactive UMAP by cell type, cluster, sample and condition, with the cluster markers and "
+                "any gene's expression; the page loads its data over HTTP: serve the results folder, e.g. "
+                "python -m http.server -d results, and open http://localhost:8000/cellbrowser/",
+            }
+        )
+    if export.get("cellxgene", True):
+        links.append(
+            {
+                "label": "CELLxGENE export",
+                "href": "export/cellxgene.h5ad",
+                "how": "the annotated cohort in the CELLxGENE schema (cellxgene-schema validate accepts it), for "
+                "CELLxGENE Discover or cellxgene launch",
+            }
+        )
+    return links
+
+
 def section_summary(
     data: ReportData,
     *,
@@ -81,4 +108,5 @@ def section_summary(
         versions=table_data(version_table, "versions", sortable=False),
         checksums=table_data(input_checksums, "checksums"),
         config_text=config_yaml(config),
+        exports=export_links(config),
     )
