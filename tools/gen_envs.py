@@ -62,7 +62,21 @@ GROUPS = {
     "qc": _SCANPY_STACK + _PAGES + ["scrublet"],
     # harmonypy for Harmony, illico (with loguru, tqdm, joblib) for the marker test; scikit-misc:
     # loess for scanpy's seurat_v3 HVG flavour (imported by scanpy on demand)
-    "cohort": _SCANPY_STACK + _LEIDEN + ["harmonypy", "illico", "loguru", "tqdm", "joblib", "scikit-misc"],
+    # scib-metrics (with jax/jaxlib, chex) for the standard scIB integration metrics
+    "cohort": _SCANPY_STACK
+    + _LEIDEN
+    + [
+        "harmonypy",
+        "illico",
+        "loguru",
+        "tqdm",
+        "joblib",
+        "scikit-misc",
+        "scib-metrics",
+        "jax",
+        "jaxlib",
+        "chex",
+    ],
     "annotation": _SCANPY_STACK + _LEIDEN,
     "de": _SCANPY_STACK + ["pydeseq2", "formulaic", "formulaic-contrasts", "threadpoolctl", "joblib"],
     "report": _SCANPY_STACK + _PAGES,

@@ -166,3 +166,18 @@ def test_summary_links_to_the_cell_browser_and_the_cellxgene_export(synthetic):
         report_path=root / "results" / "report_off.html",
     )
     assert "cellbrowser/index.html" not in text_off and "export/cellxgene.h5ad" not in text_off
+
+
+def test_integration_section_shows_the_scib_metrics_per_graph(synthetic):
+    _, _, _, _, text = synthetic
+    tables = Page(text).tables
+    scib = tables["integration-scib"]
+    assert scib[0] == ["metric", "uncorrected", "harmony"]
+    rows = {row[0]: row[1:] for row in scib[1:]}
+    assert rows["ilisi"] == ["0.05", "0.3"] and rows["graph_connectivity_leiden_uncorrected"] == [
+        "0.8",
+        "0.8",
+    ]
+    # the per-cluster and overall diagnostics tables keep their columns, without the scib ones
+    assert not any(cell.startswith("scib_") for cell in tables["integration-overall"][0])
+    assert not any(cell.startswith("scib_") for cell in tables["integration-clusters"][0])

@@ -335,7 +335,9 @@ def test_config_yaml_options_all_exist_in_the_schema():
     properties = dict(_properties(schema))
     known = set(properties)
     # free-form mappings (label -> id, e.g. export.cell_type_ontology): their keys are data
-    free_form = {key for key, prop in properties.items() if isinstance(prop.get("additionalProperties"), dict)}
+    free_form = {
+        key for key, prop in properties.items() if isinstance(prop.get("additionalProperties"), dict)
+    }
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
     def keys(node, prefix=""):

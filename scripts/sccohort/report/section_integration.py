@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pandas as pd
 from markupsafe import Markup
 
 from ..pages import table_data
@@ -35,6 +36,22 @@ def integration_umaps(data: ReportData, *, integration: str, max_points: int, se
     return plot_umap_grid(panels, colours, ncols=max(len(keys), 1))
 
 
+SCIB_PREFIX = "scib_"
+
+
+def scib_metrics_table(metrics: pd.DataFrame, columns) -> pd.DataFrame:
+    """The scIB metrics of integration_metrics.tsv (its scib_* columns, on the "all" rows): one
+    row per metric, one column per graph."""
+    import pandas as pd
+
+    overall = metrics[metrics["cluster"].astype(str) == "all"].set_index("graph")[list(columns)]
+    if overall.empty or not columns:
+        return pd.DataFrame()
+    table = overall.T
+    table.insert(0, "metric", [c[len(SCIB_PREFIX) :] for c in table.index])
+    return table.reset_index(drop=True)
+
+
 def section_integration(
     data: ReportData, inputs: ReportInputs, *, config: Mapping, max_points: int, seed: int
 ) -> Markup:
@@ -42,8 +59,10 @@ def section_integration(
     integration = config.get("cohort", {}).get("integration", "harmony")
     fig = integration_umaps(data, integration=integration, max_points=max_points, seed=seed)
     metrics = data.metrics
-    overall = metrics[metrics["cluster"].astype(str) == "all"].drop(columns=["cluster"])
-    per_cluster = metrics[metrics["cluster"].astype(str) != "all"]
+    scib_columns = [c for c in metrics.columns if c.startswith(SCIB_PREFIX)]
+    overall = metrics[metrics["cluster"].astype(str) == "all"].drop(columns=["cluster", *scib_columns])
+    per_cluster = metrics[metrics["cluster"].astype(str) != "all"].drop(columns=scib_columns)
+    scib = scib_metrics_table(metrics, scib_columns)
     return render(
         "report_integration.html.j2",
         integration=integration,
@@ -53,6 +72,7 @@ def section_integration(
         umap=figure_uri(fig),
         overall=table_data(overall.round(4), "integration-overall"),
         per_cluster=table_data(per_cluster.round(4), "integration-clusters") if len(per_cluster) else None,
+        scib=table_data(scib.round(4), "integration-scib", sortable=False) if len(scib) else None,
         plot_given=bool(inputs.integration_plot),
         plot=stage_figure_uri(inputs.integration_plot),
     )
