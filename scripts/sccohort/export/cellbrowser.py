@@ -67,9 +67,12 @@ def build_cellbrowser(
     # the annotation methods' label columns (uns["annotation"]["methods"]: method -> column)
     label_columns = list((adata.uns.get("annotation") or {}).get("methods", {}).values()) or ["cell_type"]
     fields = meta_fields(adata.obs, cluster_key=cluster_key, label_columns=label_columns)
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).resolve()  # cellbrowser resolves relative paths against its conf file
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".cellbrowser-", dir=output_dir.parent) as scratch:
+    with (
+        _cellbrowser_messages(log),
+        tempfile.TemporaryDirectory(prefix=".cellbrowser-", dir=output_dir.parent) as scratch,
+    ):
         scratch = Path(scratch)
         import_dir, site = scratch / "import", scratch / "site"
         # clusterField=None: the markers are taken from uns["rank_genes_groups"], not recomputed
@@ -98,6 +101,25 @@ def build_cellbrowser(
         adata.n_vars,
         ", ".join(fields),
     )
+
+
+@contextlib.contextmanager
+def _cellbrowser_messages(log: logging.Logger):
+    """cellbrowser logs to the root logger and stops with sys.exit(1) on an error: its messages go
+    to the rule's log too, and its exit becomes an exception that names it."""
+    root = logging.getLogger()
+    added = [h for h in log.handlers if h not in root.handlers]
+    for handler in added:
+        root.addHandler(handler)
+    try:
+        yield
+    except SystemExit as stop:
+        raise RuntimeError(
+            f"cellbrowser stopped (exit {stop.code}); its last ERROR message above says why"
+        ) from None
+    finally:
+        for handler in added:
+            root.removeHandler(handler)
 
 
 @contextlib.contextmanager
