@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import shutil
 import socket
 import subprocess
@@ -60,7 +61,10 @@ def chromium(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess
         *args,
         url,
     ]
-    return subprocess.run(command, capture_output=True, timeout=180)
+    try:
+        return subprocess.run(command, capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"chromium did not finish loading {url} within 120 s (the page never settled)")
 
 
 @needs_chromium
@@ -79,18 +83,23 @@ def test_cell_browser_draws_every_cell_in_the_report_colours(full_run, served_re
     assert dom.returncode == 0, dom.stderr[-3000:]
     text = dom.stdout.decode()
     assert f"{adata.n_obs} visible cells loaded" in text, text[-3000:]
+    # the legend shows the cell types in the report's colours (uns["cell_type_colors"]): at least
+    # the three largest types' swatches (the legend lists the types by frequency)
+    swatches = {
+        "#{:02x}{:02x}{:02x}".format(*map(int, rgb))
+        for rgb in re.findall(r"background-color: rgb\((\d+), (\d+), (\d+)\)", text)
+    }
+    colours = dict(zip(adata.obs["cell_type"].cat.categories, adata.uns["cell_type_colors"], strict=True))
+    largest = adata.obs["cell_type"].value_counts().index[:3]
+    assert {colours[t].lower() for t in largest} <= swatches, (sorted(swatches), colours)
+    # and the cells are drawn: many coloured pixels in the plot area (the canvas right of the
+    # annotation panel, left of the legend); an empty plot is white to grey
     shot = tmp_path / "cellbrowser.png"
     result = chromium(url, tmp_path / "profile-shot", f"--screenshot={shot}")
     assert result.returncode == 0 and shot.is_file(), result.stderr[-3000:]
-    image = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
-    # the plot area (the browser's canvas right of the annotation panel, left of the legend)
-    plot = image[80:860, 260:1160].reshape(-1, 3)
-    colours = [c for c in adata.uns["cell_type_colors"] if c.lower() != "#cccccc"]
-    rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colours])
-    distance = np.abs(plot[:, None, :] - rgb[None, :, :]).max(axis=2)
-    drawn = (distance <= 12).sum(axis=0)  # pixels per cell-type colour
-    assert drawn.sum() > 2000, f"cells not drawn: {dict(zip(colours, drawn.tolist(), strict=True))}"
-    assert (drawn > 0).sum() >= min(3, len(colours))
+    plot = np.asarray(Image.open(shot).convert("RGB"), dtype=int)[80:860, 260:1160]
+    coloured = (plot.max(axis=2) - plot.min(axis=2)) > 60
+    assert coloured.sum() > 2000, f"{coloured.sum()} coloured pixels in the plot area"
     # everything came from the local server (no other host was asked), and nothing failed but the
     # optional files the browser probes for
     assert requests and all(code in (200, 304, 404) for _, code in requests)
