@@ -59,7 +59,10 @@ def scib_table(
     """One row per graph (name as in `graphs`; `embeddings` holds the same names): scib_ilisi,
     scib_kbet, scib_silhouette_batch and, for each label set, scib_graph_connectivity_<labels>
     and scib_silhouette_label_<labels>. With a single batch the batch metrics are NaN."""
+    # jax on the CPU, one thread (the rule has one): float32 reductions in the same order on any
+    # machine, so two runs of the same inputs give the same table (tests/compare_results.py)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     import scib_metrics
 
     batches = pd.Series(np.asarray(batches)).astype(str).to_numpy()
@@ -91,7 +94,8 @@ def scib_table(
                 else np.nan
             )
         rows.append(row)
-    return pd.DataFrame(rows)
+    # six decimals: beyond that a float32 metric carries no information
+    return pd.DataFrame(rows).round(6)
 
 
 def add_scib_columns(table: pd.DataFrame, scib: pd.DataFrame) -> pd.DataFrame:
