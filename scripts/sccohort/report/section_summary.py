@@ -65,7 +65,7 @@ def export_links(config: Mapping) -> list[dict[str, str]]:
                 "href": "cellbrowser/index.html",
                 "how": "interactive UMAP by cell type, cluster, sample and condition, with the cluster markers and "
                 "any gene's expression; the page loads its data over HTTP: serve the results folder, e.g. "
-                "python -m http.server -d results, and open http://localhost:8000/cellbrowser/",
+                "python -m http.server --bind 127.0.0.1 -d results, and open http://localhost:8000/cellbrowser/",
             }
         )
     if export.get("cellxgene", True):
