@@ -1,4 +1,5 @@
-# Stage rules: de -- pseudobulk differential expression between conditions with PyDESeq2.
+# Stage rules: de -- pseudobulk differential expression between conditions (de.method:
+# limma-voom, edgeR QL or PyDESeq2) and the cell-type composition test.
 #
 # de_pseudobulk sums raw counts per sample x group; de_contrast tests every group for one
 # contrast (groups are only known after annotation, so each contrast writes one folder);

@@ -1,8 +1,8 @@
 """Cell-type composition between conditions: propeller (Phipson et al., Bioinformatics 2022).
 
 Per sample, the share of each group (cell type or cluster) among the sample's cells is
-transformed (de.composition_transform: arcsine square root, the default, or logit); a linear model with the DE design (``de.design``, every variable a
-categorical factor) is fitted to each group's transformed shares over the samples, and the
+transformed (de.composition_transform: arcsine square root, the default, or logit); a linear
+model with the DE design (``de.design``, every variable a categorical factor) is fitted to each group's transformed shares over the samples, and the
 contrast coefficient is tested with limma's empirical-Bayes moderated t (robust, so one group
 with odd variance does not set the prior for all). Benjamini-Hochberg over groups. The model
 fit, the moderation and the transform are scanpro's (the Python port of propeller,
