@@ -28,6 +28,7 @@ def main(smk, log):
         method_agreement=inputs.get("method_agreement"),
         de_summary=inputs.get("de_summary"),
         de_dirs=inputs.get("de_dirs", []),
+        composition_tests=inputs.get("composition_tests", []),
         output=smk.output.html,
         sheet=params.sheet,
         config=params.config,

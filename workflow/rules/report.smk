@@ -28,6 +28,9 @@ REPORT_OPTIONAL_INPUTS = {
         {
             "de_summary": f"{RESULTS}/de/summary.tsv",
             "de_dirs": [f"{RESULTS}/de/{c['name']}" for c in DE_CONTRASTS],
+            "composition_tests": [
+                f"{RESULTS}/composition/{c['name']}.tsv" for c in DE_CONTRASTS
+            ],
         }
         if DE_CONTRASTS
         else {}

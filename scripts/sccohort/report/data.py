@@ -58,6 +58,7 @@ class ReportInputs:
     integration_plot: str | None = None
     de_summary: str | None = None
     de_dirs: dict[str, str] = field(default_factory=dict)
+    composition_tests: dict[str, str] = field(default_factory=dict)  # contrast -> its .tsv (.png beside)
 
     REQUIRED = (
         "umap",

@@ -55,14 +55,59 @@ def group_part(folder: Path, row, *, name: str, index: int, top_genes: int) -> d
     }
 
 
-def contrast_part(contrast: Mapping, summary: pd.DataFrame, inputs: ReportInputs, *, top_genes: int) -> dict:
-    """One contrast: its description, the heat map of all groups and every tested group."""
+# What each de.method runs (the summary's `method` column; summaries without it: PyDESeq2).
+DE_METHODS = {
+    "limma_voom": "limma-voom (voom precision weights, robust empirical-Bayes moderated t; edgepython)",
+    "edger_ql": "edgeR quasi-likelihood F-test (glmQLFit robust; edgepython)",
+    "pydeseq2": "PyDESeq2 Wald test",
+}
+
+
+def method_note(summary: pd.DataFrame, name: str) -> str:
+    """Which test ran for contrast `name` and how many groups were tested and skipped."""
+    rows = summary[summary["contrast"] == name]
+    methods = sorted(set(rows["method"])) if "method" in rows else ["pydeseq2"]
+    tested = int((rows["status"] == "tested").sum())
+    skipped = len(rows) - tested
+    test = "; ".join(DE_METHODS.get(m, m) for m in methods if m) or DE_METHODS["pydeseq2"]
+    return f"Test: {test}. {tested} group(s) tested, {skipped} skipped" + (
+        " (reasons under Skipped groups)." if skipped else "."
+    )
+
+
+def composition_part(path, *, alpha: float) -> dict | None:
+    """The contrast's composition test (results/composition/<contrast>.tsv and .png), if any."""
+    table_path = optional_path(path)
+    if table_path is None:
+        return None
+    table = pd.read_csv(table_path, sep="\t", keep_default_na=False, na_values=[""])
+    shown = table[["group", "share_reference", "share_test", "log2_share_ratio", "padj"]].copy()
+    for column in ("share_reference", "share_test"):
+        shown[column] = [f"{v:.3f}" for v in shown[column]]
+    shown["log2_share_ratio"] = [f"{v:.2f}" for v in shown["log2_share_ratio"]]
+    shown["padj"] = [f"{v:.2g}" for v in shown["padj"]]
+    called = table.loc[table["padj"] < alpha, "group"].astype(str).tolist()
+    return {
+        "table": table_data(shown, f"composition-{_slug(table_path.stem)}"),
+        "figure": stage_figure_uri(table_path.with_suffix(".png")),
+        "called": ", ".join(called) if called else "none",
+        "file": f"composition/{table_path.name}",
+    }
+
+
+def contrast_part(
+    contrast: Mapping, summary: pd.DataFrame, inputs: ReportInputs, *, top_genes: int, alpha: float = 0.05
+) -> dict:
+    """One contrast: its description, the test that ran, the heat map of all groups, every tested
+    group and the composition test."""
     name = contrast_name(contrast)
     part = {
         "name": name,
         "factor": contrast.get("factor", ""),
         "test": contrast.get("test", ""),
         "reference": contrast.get("reference", ""),
+        "method": method_note(summary, name),
+        "composition": composition_part(inputs.composition_tests.get(name), alpha=alpha),
         "found": False,
         "groups": [],
         "heatmap": None,
@@ -117,5 +162,8 @@ def section_de(
         ),
         summary_searchable=len(summary) > 10,
         skipped=skipped,
-        contrasts=[contrast_part(c, summary, inputs, top_genes=top_genes) for c in contrasts],
+        contrasts=[
+            contrast_part(c, summary, inputs, top_genes=top_genes, alpha=float(de.get("alpha", 0.05)))
+            for c in contrasts
+        ],
     )
