@@ -133,7 +133,7 @@ def qc_outputs():
         f"{RESULTS}/qc/{{sample}}/{{name}}",
         sample=SAMPLES,
         name=["cells.tsv.gz", "filtered.h5ad", "thresholds.json", "report.html"],
-    )
+    ) + [f"{RESULTS}/qc/summary.html", f"{RESULTS}/qc/summary.tsv"]
 
 
 def all_outputs():
