@@ -28,6 +28,8 @@ def main(smk, log):
         method_agreement=inputs.get("method_agreement"),
         de_summary=inputs.get("de_summary"),
         de_dirs=inputs.get("de_dirs", []),
+        de_metadata=inputs.get("de_metadata"),
+        qc_summary=inputs.get("qc_summary"),
         output=smk.output.html,
         sheet=params.sheet,
         config=params.config,

@@ -58,6 +58,8 @@ class ReportInputs:
     integration_plot: str | None = None
     de_summary: str | None = None
     de_dirs: dict[str, str] = field(default_factory=dict)
+    de_metadata: str | None = None
+    qc_summary: str | None = None
 
     REQUIRED = (
         "umap",

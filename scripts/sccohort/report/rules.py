@@ -36,6 +36,8 @@ def report_html(
     annotation_key: str,
     checksum_paths: Mapping[str, str],
     log: logging.Logger,
+    de_metadata: str | None = None,
+    qc_summary: str | None = None,
 ) -> None:
     """Write results/report.html from the stages' tables and figures.
 
@@ -70,6 +72,8 @@ def report_html(
         method_agreement=method_agreement or None,
         de_summary=de_summary or None,
         de_dirs={c["name"]: d for c, d in zip(contrasts, de_dirs, strict=True)},
+        de_metadata=de_metadata or None,
+        qc_summary=qc_summary or None,
     )
     text = build_report(
         inputs,
