@@ -14,8 +14,8 @@ workflow/schemas/samples.schema.yaml. Edit the schemas, then run this script.
 from __future__ import annotations
 
 import argparse
-import re
 import json
+import re
 import sys
 from pathlib import Path
 

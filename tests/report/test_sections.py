@@ -53,7 +53,9 @@ def test_report_is_self_contained_and_escapes_user_strings(synthetic):
     # to a file (tables, figures) of the results folder.
     qc_table = page.frame("qc-table")
     assert list(qc_table["QC page"]) == ["open"] * len(inputs.thresholds)
-    links = [attrs["href"] for tag, attrs in page.tags if tag == "a" and not attrs.get("href", "#").startswith("#")]
+    links = [
+        attrs["href"] for tag, attrs in page.tags if tag == "a" and not attrs.get("href", "#").startswith("#")
+    ]
     for sample in inputs.thresholds:
         assert f"qc/{sample}/report.html" in links
     for link in links:
