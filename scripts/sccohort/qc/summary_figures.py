@@ -22,7 +22,7 @@ PANELS = (
 MAX_CELLS = 5000
 SEVERAL = "several reasons"
 # One colour per removal reason (names.REMOVAL_REASONS order), none of them the green of "kept".
-REASON_COLOURS = ("#f0a020", "#c0392b", "#e67e22", "#8e44ad", "#d35400", "#2c6fbb", "#a0a0a0", "#6d4c41")
+REASON_COLOURS = ("#f0a020", "#c0392b", "#8e44ad", "#e84393", "#2c6fbb", "#6d4c41", "#a0a0a0")
 
 
 def _values(cells: pd.DataFrame, metric: str, log_scale: bool) -> np.ndarray:
@@ -79,7 +79,7 @@ def plot_kept_removed(cells: Mapping[str, pd.DataFrame]):
     shares = shares.fillna(0)
     shares = 100 * shares.div(shares.sum(axis=1).replace(0, 1), axis=0)
     shares = shares.loc[:, (shares > 0).any(axis=0)]
-    colours = dict(zip(order, ["#2a6", *REASON_COLOURS, "#555"], strict=False))
+    colours = dict(zip(order, ["#2a6", *REASON_COLOURS, "#333"], strict=True))
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(samples) + 1.6))
     left = np.zeros(len(samples))
     for category in shares.columns:
@@ -88,8 +88,6 @@ def plot_kept_removed(cells: Mapping[str, pd.DataFrame]):
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("% of input cells")
-    ax.legend(
-        fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(samples) < 4 else -0.12)
-    )
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_title("Cells kept and removed per sample (each cell counted once)", fontsize=9)
     return fig
