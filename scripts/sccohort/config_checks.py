@@ -89,7 +89,7 @@ def dag_summary(
         cells = [s.n_cells for s in inputs.values()]
         lines.append(
             f"  inputs   {len(inputs)} probed ({', '.join(f'{n} {f}' for f, n in formats.items())}): layout, "
-            f"first counts integer; {min(cells):,}-{max(cells):,} barcodes each; "
+            f"first 10,000 counts integer; {min(cells):,}-{max(cells):,} barcodes each; "
             f"{found.get('n_common_genes', 0):,} genes shared by all samples"
         )
     else:
