@@ -29,6 +29,8 @@ def main(smk, log):
         de_summary=inputs.get("de_summary"),
         de_dirs=inputs.get("de_dirs", []),
         composition_tests=inputs.get("composition_tests", []),
+        de_metadata=inputs.get("de_metadata"),
+        qc_summary=inputs.get("qc_summary"),
         output=smk.output.html,
         sheet=params.sheet,
         config=params.config,

@@ -37,6 +37,8 @@ def report_html(
     checksum_paths: Mapping[str, str],
     log: logging.Logger,
     composition_tests: Sequence[str] = (),
+    de_metadata: str | None = None,
+    qc_summary: str | None = None,
 ) -> None:
     """Write results/report.html from the stages' tables and figures.
 
@@ -73,6 +75,8 @@ def report_html(
         de_summary=de_summary or None,
         de_dirs={c["name"]: d for c, d in zip(contrasts, de_dirs, strict=True)},
         composition_tests={c["name"]: t for c, t in zip(contrasts, composition_tests, strict=False)},
+        de_metadata=de_metadata or None,
+        qc_summary=qc_summary or None,
     )
     text = build_report(
         inputs,
