@@ -136,7 +136,7 @@ def contrast_part(
         "test": contrast.get("test", ""),
         "reference": contrast.get("reference", ""),
         "method": method_note(summary, name),
-        "composition": composition_part(inputs.composition_tests.get(name), alpha=alpha),
+        "composition": composition_part(inputs.composition_tests.get(name), alpha=context["alpha"]),
         "found": False,
         "groups": [],
         "heatmap": None,
