@@ -28,11 +28,14 @@ try:
     # repeat the cheap structural probe.
     if workflow.remote_exec:
         for _sample, _row in samples.iterrows():
-            sample_io.probe_input(
-                _row["path"],
-                _row.get("counts_layer") or None,
-                _row.get("genome") or None,
-            )
+            try:
+                sample_io.probe_input(
+                    _row["path"],
+                    _row.get("counts_layer") or None,
+                    _row.get("genome") or None,
+                )
+            except InputError as error:
+                raise InputError(f"Sample {_sample!r}: {error}") from None
         INPUT_GENE_SYMBOLS = None
     else:
         INPUT_GENE_SYMBOLS = config_checks.check_inputs(samples, config)
