@@ -20,6 +20,30 @@ SCORE_PREFIX = "score_"
 GENE_EXPRESSION = "Gene Expression"
 # Sample-sheet columns stored as categoricals in the merged object and its UMAP tables.
 SHEET_CATEGORICALS = ("sample", "condition", "donor", "batch")
+# Columns of the workflow's own tables that hold names (runtime.read_table reads them as text, so
+# sample "01" stays "01" and cluster "0" stays "0"); leiden_<res> columns are text too.
+TEXT_COLUMNS = (
+    *SHEET_CATEGORICALS,
+    "barcode",
+    "cluster",
+    "gene",
+    "gene_id",
+    "gene_symbol",
+    "cell_type",
+    "label",
+    "parent",
+    "group",
+    "group_file",
+    "contrast",
+    "factor",
+    "test",
+    "reference",
+    "status",
+    "reason",
+    "fail_reason",
+    "graph",
+    "batch_key",
+)
 # Reasons in cells.tsv.gz's fail_reason, in the order they are joined with ';'.
 REMOVAL_REASONS = ("low_counts", "high_counts", "low_genes", "high_genes", "high_pct_mt", "doublet")
 # Separates sample and group in pseudobulk sample ids; safe_name() never produces it.

@@ -1,0 +1,34 @@
+"""The report reads the stages' tables back as written: names pandas would read as missing stay names."""
+
+from __future__ import annotations
+
+import pandas as pd
+from report.synthetic import write_synthetic
+from sccohort.report.build import build_report
+from sccohort.report.data import load, read_de_summary, read_de_table
+
+CONDITIONS = ("NA", "NA", "None", "None")
+CELL_TYPES = ("null", "$x^$ T", "Unknown")  # "$x^$": mathtext that matplotlib cannot parse
+
+
+def test_names_like_na_none_null_survive_the_report(tmp_path):
+    inputs, config, sheet = write_synthetic(tmp_path, conditions=CONDITIONS, cell_types=CELL_TYPES)
+    table = tmp_path / "results" / "de" / "stim_vs_ctrl" / "T.tsv"
+    genes = pd.read_csv(table, sep="\t")
+    genes.loc[0, "gene"] = "NA"
+    genes.to_csv(table, sep="\t", index=False)
+
+    data = load(inputs)
+    assert set(data.umap["condition"]) == {"NA", "None"}
+    assert set(data.umap_uncorrected["condition"]) == {"NA", "None"}
+    assert set(data.composition["condition"]) == {"NA", "None"}
+    assert set(data.clusters["label"]) == set(CELL_TYPES)
+    assert set(data.composition["cell_type"]) == set(CELL_TYPES)
+    assert data.umap["leiden_0.5"].map(type).eq(str).all()
+    summary = read_de_summary(inputs.de_summary)
+    assert "null" in set(summary["group"]) and summary["reason"].map(type).eq(str).all()
+    de = read_de_table(table)
+    assert de.loc[0, "gene"] == "NA" and de["padj"].isna().sum() == 1  # the one filtered gene
+
+    text = build_report(inputs, config, sheet=sheet, report_path=tmp_path / "results" / "report.html")
+    assert "$x^$ T" in text and ">null<" in text
