@@ -1,4 +1,5 @@
-"""The report reads the stages' tables back as written: names pandas would read as missing stay names."""
+"""The report on unusual but legal runs: names pandas would read as missing (they stay names), and a
+cohort whose integration was skipped (a one-sample pilot: the report says what was skipped and why)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,13 @@ def test_names_like_na_none_null_survive_the_report(tmp_path):
 
     text = build_report(inputs, config, sheet=sheet, report_path=tmp_path / "results" / "report.html")
     assert "$x^$ T" in text and ">null<" in text
+
+
+def test_skipped_integration_is_said_and_why(tmp_path):
+    inputs, config, sheet = write_synthetic(tmp_path, with_de=False)
+    metrics = pd.read_csv(inputs.integration_metrics, sep="\t")
+    metrics[metrics["graph"] == "uncorrected"].to_csv(inputs.integration_metrics, sep="\t", index=False)
+    text = build_report(inputs, config, sheet=sheet, report_path=tmp_path / "results" / "report.html")
+    why = "harmony was skipped: every batch key (cohort.batch_keys: sample) has a single level"
+    assert text.count(why) == 2  # the integration section's note and the run summary's warnings
+    assert "after harmony" not in text and "Differential expression was not run: no contrast" in text

@@ -87,7 +87,9 @@ def build_report(
             max_points=max_points,
             seed=seed,
         ),
-        "integration": section_integration(data, inputs, config=config, max_points=max_points, seed=seed),
+        "integration": section_integration(
+            data, inputs, config=config, max_points=max_points, seed=seed, warnings=warnings
+        ),
         "clustering": section_clustering(data, inputs, max_points=max_points, seed=seed, warnings=warnings),
         "de": section_de(inputs, config=config, contrasts=contrasts, top_genes=top_genes, warnings=warnings),
     }
