@@ -66,8 +66,11 @@ def detect_format(path: str | Path) -> str:
         raise InputError(
             f"Input {path}: unknown format {path.suffix!r}; give a Cell Ranger .h5, a 10x mtx directory or an .h5ad."
         )
-    with open(path, "rb") as handle:
-        head = handle.read(8)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise unreadable(f"Input {path}", "could not be opened", exc) from None
     if head != HDF5_SIGNATURE:
         raise InputError(
             f"Input {path} is not an HDF5 file (wrong format behind the {path.suffix} extension, or a corrupt "
@@ -95,10 +98,7 @@ def read_sample(
     except InputError:
         raise
     except READ_ERRORS as exc:
-        raise InputError(
-            f"Input {path} could not be read as {fmt} ({type(exc).__name__}: {exc}); the file may be corrupt, "
-            "truncated or of another format."
-        ) from exc
+        raise unreadable(f"Input {path}", f"could not be read as {fmt}", exc) from exc
     adata.uns["input"] = {"path": str(path), "format": fmt}
     return check_counts(adata, path)
 
@@ -140,10 +140,35 @@ def read_part(folder: Path, file: Path, reader):
     except InputError:
         raise
     except READ_ERRORS as exc:
+        raise unreadable(f"Input {folder}: {file.name}", "could not be read", exc) from exc
+
+
+def unreadable(what: str, failed: str, exc: BaseException) -> InputError:
+    """The InputError for a file a reader failed on: permission denied, or damaged (errors.READ_ERRORS)."""
+    if isinstance(exc, PermissionError):
+        return InputError(
+            f"{what} cannot be read: permission denied ({exc.strerror}); make it readable for the user "
+            "running Snakemake (e.g. chmod a+r), or copy it somewhere readable."
+        )
+    return InputError(
+        f"{what} {failed} ({type(exc).__name__}: {exc}); the file may be corrupt, truncated or of another "
+        "format. Copy or export it again."
+    )
+
+
+def refuse_other_layout(path: Path, groups, fmt: str) -> None:
+    """InputError for an HDF5 file whose layout is the other supported format's: an AnnData saved
+    as .h5, or a Cell Ranger matrix saved as .h5ad (the extension decides the reader)."""
+    groups = set(groups)
+    if fmt == "10x_h5" and "matrix" not in groups and {"obs", "var"} <= groups:
         raise InputError(
-            f"Input {folder}: {file.name} could not be read ({type(exc).__name__}: {exc}); the file may be "
-            "corrupt, truncated or of another format. Copy or export it again."
-        ) from exc
+            f"Input {path} is an AnnData file (groups {', '.join(sorted(groups))}) with a .h5 extension; "
+            "rename it to .h5ad (and name the layer with raw counts in counts_layer if X is not)."
+        )
+    if fmt == "h5ad" and "X" not in groups and "matrix" in groups:
+        raise InputError(
+            f"Input {path} is a Cell Ranger matrix (group 'matrix') with an .h5ad extension; rename it to .h5."
+        )
 
 
 def read_10x_mtx_dir(folder: Path) -> ad.AnnData:
@@ -226,6 +251,7 @@ def decode_text(values: np.ndarray) -> np.ndarray:
 
 def _v2_genome(path: Path, groups: list[str], genome: str | None) -> str:
     """The genome group to read from a Cell Ranger v2 .h5 (one group per genome)."""
+    refuse_other_layout(path, groups, "10x_h5")
     if not groups:
         raise InputError(f"Input {path} is an HDF5 file with no groups; it is not a Cell Ranger matrix.")
     if genome is None:

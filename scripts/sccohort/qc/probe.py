@@ -16,7 +16,16 @@ import numpy as np
 from ..counts import is_integer_valued
 from ..errors import READ_ERRORS, InputError
 from ..names import GENE_EXPRESSION
-from .load import check_count_values, detect_format, find_mtx_files, read_part, read_text_table, var_columns
+from .load import (
+    check_count_values,
+    detect_format,
+    find_mtx_files,
+    read_part,
+    read_text_table,
+    refuse_other_layout,
+    unreadable,
+    var_columns,
+)
 
 # Values checked when the DAG is built: the first stored values of the matrix (load_sample checks all).
 HEAD_VALUES = 10_000
@@ -43,6 +52,8 @@ def probe_input(path: str | Path, counts_layer: str | None = None, genome: str |
                 _probe_h5ad(handle, path, counts_layer)
             else:
                 _probe_10x_h5(handle, path, genome)
+    except PermissionError as exc:
+        raise unreadable(f"Input {path}", "cannot be opened", exc) from None
     except OSError as exc:
         raise InputError(
             f"Input {path} cannot be opened as HDF5 ({exc}); the file may be corrupt or truncated."
@@ -51,6 +62,7 @@ def probe_input(path: str | Path, counts_layer: str | None = None, genome: str |
 
 
 def _probe_h5ad(handle, path: Path, counts_layer: str | None) -> None:
+    refuse_other_layout(path, handle.keys(), "h5ad")
     if counts_layer and counts_layer not in handle.get("layers", {}):
         layers = list(handle["layers"].keys()) if "layers" in handle else []
         raise InputError(
@@ -63,6 +75,7 @@ def _probe_h5ad(handle, path: Path, counts_layer: str | None) -> None:
 
 def _probe_10x_h5(handle, path: Path, genome: str | None) -> None:
     groups = list(handle.keys())
+    refuse_other_layout(path, groups, "10x_h5")
     if "matrix" in groups:
         missing = [k for k in ("data", "indices", "indptr", "shape", "barcodes") if k not in handle["matrix"]]
         if missing:
@@ -110,10 +123,7 @@ def inspect_input(
     except InputError:
         raise
     except READ_ERRORS as exc:
-        raise InputError(
-            f"Input {path} could not be read as {fmt} ({type(exc).__name__}: {exc}); the file may be corrupt, "
-            "truncated or of another format."
-        ) from exc
+        raise unreadable(f"Input {path}", f"could not be read as {fmt}", exc) from exc
     if summary.n_cells == 0 or summary.n_genes == 0:
         raise InputError(
             f"Input {path} holds an empty matrix ({summary.n_cells} cells x {summary.n_genes} genes); check that it "
