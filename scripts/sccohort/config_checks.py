@@ -33,7 +33,7 @@ ANNOTATION_LABEL_COLUMNS = {
 
 def check_config(config: dict, samples: pd.DataFrame) -> None:
     """Raise InputError for config values that cannot work or contradict each other or the sheet."""
-    check_results_folder(config.get("results", "results"))
+    check_results_folder(config.get("results", "results"), samples)
     check_qc_options(config.get("qc") or {})
     check_cohort_options(config.get("cohort") or {}, samples)
     de = config.get("de") or {}
@@ -42,8 +42,9 @@ def check_config(config: dict, samples: pd.DataFrame) -> None:
         check_de_group_by(config, samples)
 
 
-def check_results_folder(results: str) -> None:
-    """`results` must name a folder below which every output can go (not empty, not /, no braces)."""
+def check_results_folder(results: str, samples: pd.DataFrame | None = None) -> None:
+    """`results` must name a folder below which every output can go: not empty, not /, no braces,
+    and apart from every sample's input (neither inside it nor holding it)."""
     text = str(results)
     if not text.strip():
         raise InputError(
@@ -59,6 +60,15 @@ def check_results_folder(results: str) -> None:
             f"config: results {text!r} contains '{{' or '}}', which Snakemake reads as a wildcard in every "
             "output path; choose a folder name without braces."
         )
+    folder = Path(text).expanduser().resolve()
+    for sample, row in (samples.iterrows() if samples is not None else ()):
+        source = Path(str(row["path"])).expanduser().resolve()
+        if source == folder or folder in source.parents or source in folder.parents:
+            raise InputError(
+                f"config: results {text!r} and the input of sample {sample!r} ({row['path']}) overlap: outputs "
+                "would be written among the inputs (or the inputs among the outputs). Keep results in a "
+                "folder of its own."
+            )
 
 
 def check_qc_options(qc: Mapping) -> None:
@@ -89,6 +99,13 @@ def check_qc_options(qc: Mapping) -> None:
 def check_cohort_options(cohort: Mapping, samples: pd.DataFrame) -> None:
     """The default resolution is clustered; batch columns exist and are filled in for every sample."""
     resolutions = [float(r) for r in cohort.get("leiden_resolutions", [])]
+    keys = [leiden_key(r) for r in resolutions]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise InputError(
+            f"config: cohort.leiden_resolutions {cohort['leiden_resolutions']} lists the same resolution more "
+            f"than once ({', '.join(repeated)}); list each once."
+        )
     default = cohort.get("default_resolution")
     if default is not None and resolutions and float(default) not in resolutions:
         raise InputError(
@@ -143,7 +160,7 @@ def _refuse_missing_values(
     shown = "empty" if value == "" else f"{value!r}, a missing value"
     hint = "" if value == "" else f" If {value!r} is a real level, give it another name."
     raise InputError(
-        f"{where}, sample {sample!r}{others}, column {column!r}: {shown}; {why}. {fix.capitalize()}.{hint}"
+        f"{where}, sample {sample!r}{others}, column {column!r}: {shown}; {why}. {fix[0].upper()}{fix[1:]}.{hint}"
     )
 
 

@@ -137,3 +137,16 @@ def test_annotation_label_columns_agree_with_the_annotation_stage():
     from sccohort.annotate.stage import LABEL_COLUMNS
 
     assert config_checks.ANNOTATION_LABEL_COLUMNS == LABEL_COLUMNS
+
+
+def test_repeated_leiden_resolution_is_refused():
+    with pytest.raises(InputError, match=r"lists the same resolution more than once \(leiden_1.0\)"):
+        config_checks.check_config(config_with(cohort={"leiden_resolutions": [0.5, 1, 1.0]}), sheet())
+
+
+def test_results_folder_apart_from_the_inputs(tmp_path):
+    samples = sheet(path=[str(tmp_path / "data" / f"S{i}") for i in range(1, 5)])
+    for results in (tmp_path / "data", tmp_path / "data" / "S2" / "out", tmp_path):
+        with pytest.raises(InputError, match=r"and the input of sample 'S[12]' .* overlap"):
+            config_checks.check_config(config_with(results=str(results)), samples)
+    config_checks.check_config(config_with(results=str(tmp_path / "results")), samples)

@@ -198,3 +198,8 @@ def test_every_schema_property_has_description_and_default():
                 stack.append((f"{where}{key}.", prop))
                 if "items" in prop and isinstance(prop["items"], dict):
                     stack.append((f"{where}{key}[].", prop["items"]))
+
+
+def test_sheet_path_that_is_a_folder_is_named(tmp_path):
+    with pytest.raises(InputError, match="is a folder: set 'samples:'"):
+        read_sample_sheet(tmp_path)
