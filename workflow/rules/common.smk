@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 
@@ -48,7 +49,17 @@ SEED = config["seed"]
 
 
 wildcard_constraints:
-    sample="|".join(SAMPLES),
+    # escaped: an id may hold '.', which a regular expression reads as any character
+    sample="|".join(re.escape(s) for s in SAMPLES),
+
+
+def dag_check(check, *args):
+    """check(*args) for an input function: a DAG-time check of one rule, run only when that rule's
+    job is in the DAG (an InputError stops the DAG build like the checks above)."""
+    try:
+        return check(*args)
+    except InputError as error:
+        raise WorkflowError(f"sccohort: {error}") from None
 
 
 def sample_input(wildcards):
