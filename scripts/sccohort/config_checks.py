@@ -31,6 +31,10 @@ ANNOTATION_LABEL_COLUMNS = {
 }
 
 
+# What the workflow writes directly under `results` (its stages' folders and the report).
+RESULTS_WRITTEN = ("qc", "cohort", "annotation", "de", "multiqc", "report.html")
+
+
 def check_config(config: dict, samples: pd.DataFrame) -> None:
     """Raise InputError for config values that cannot work or contradict each other or the sheet."""
     check_results_folder(config.get("results", "results"), samples)
@@ -44,7 +48,7 @@ def check_config(config: dict, samples: pd.DataFrame) -> None:
 
 def check_results_folder(results: str, samples: pd.DataFrame | None = None) -> None:
     """`results` must name a folder below which every output can go: not empty, not /, no braces,
-    and apart from every sample's input (neither inside it nor holding it)."""
+    not inside a sample's input, and no input inside a folder of results the workflow writes."""
     text = str(results)
     if not text.strip():
         raise InputError(
@@ -61,9 +65,11 @@ def check_results_folder(results: str, samples: pd.DataFrame | None = None) -> N
             "output path; choose a folder name without braces."
         )
     folder = Path(text).expanduser().resolve()
-    for sample, row in (samples.iterrows() if samples is not None else ()):
+    for sample, row in samples.iterrows() if samples is not None else ():
         source = Path(str(row["path"])).expanduser().resolve()
-        if source == folder or folder in source.parents or source in folder.parents:
+        inside = source == folder or source in folder.parents
+        written = folder in source.parents and source.relative_to(folder).parts[0] in RESULTS_WRITTEN
+        if inside or written:
             raise InputError(
                 f"config: results {text!r} and the input of sample {sample!r} ({row['path']}) overlap: outputs "
                 "would be written among the inputs (or the inputs among the outputs). Keep results in a "

@@ -50,7 +50,9 @@ def read_sample_sheet(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"Sample sheet {path} is a folder: set 'samples:' in the config to the sheet's TSV file.")
+        raise InputError(
+            f"Sample sheet {path} is a folder: set 'samples:' in the config to the sheet's TSV file."
+        )
     if not path.is_file():
         raise InputError(f"Sample sheet {path} does not exist: create it or set 'samples:' in the config.")
     try:

@@ -145,8 +145,10 @@ def test_repeated_leiden_resolution_is_refused():
 
 
 def test_results_folder_apart_from_the_inputs(tmp_path):
-    samples = sheet(path=[str(tmp_path / "data" / f"S{i}") for i in range(1, 5)])
-    for results in (tmp_path / "data", tmp_path / "data" / "S2" / "out", tmp_path):
-        with pytest.raises(InputError, match=r"and the input of sample 'S[12]' .* overlap"):
+    paths = [tmp_path / "data" / "S1", tmp_path / "data" / "S2", tmp_path / "qc" / "S3", tmp_path / "S4.h5"]
+    samples = sheet(path=[str(p) for p in paths])
+    for results, sample in ((paths[1] / "out", "S2"), (paths[1], "S2"), (tmp_path, "S3")):
+        with pytest.raises(InputError, match=rf"and the input of sample '{sample}' .* overlap"):
             config_checks.check_config(config_with(results=str(results)), samples)
-    config_checks.check_config(config_with(results=str(tmp_path / "results")), samples)
+    for results in (tmp_path / "results", tmp_path / "data"):  # beside the inputs, or holding some
+        config_checks.check_config(config_with(results=str(results)), samples)
