@@ -91,19 +91,24 @@ def colours_key(key: str) -> str:
     return f"{key}_colors"
 
 
+SAFE_NAME_LENGTH = 100
+
+
 def safe_name(name: object) -> str:
     """A file-name-safe version of a group, level or contrast name.
 
     Every run of characters other than letters, digits, '.', '_' and '-' becomes one '_',
     '_' runs are collapsed, and leading/trailing '_', '.' and '-' are stripped, so
     "CD14 Mono" -> "CD14_Mono", "CD4+ T cells" -> "CD4_T_cells", "B cells (naive)" ->
-    "B_cells_naive". A name with nothing left becomes "group". The result never contains
+    "B_cells_naive". A name with nothing left becomes "group"; a longer one is cut at
+    SAFE_NAME_LENGTH characters. The result never contains
     "__" (the pseudobulk id separator). Different names can map to the same safe name;
     safe_names() makes a set of them unique.
     """
     text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name))
     text = re.sub(r"_+", "_", text).strip("_.-")
-    return text or "group"
+    # at most SAFE_NAME_LENGTH characters: a file name (with suffixes) must stay under 255 bytes
+    return text[:SAFE_NAME_LENGTH].rstrip("_.-") or "group"
 
 
 def safe_names(names: Iterable[object], reserved: Iterable[str] = RESERVED_NAMES) -> dict[str, str]:

@@ -14,6 +14,7 @@ import pandas as pd
 from .errors import InputError
 
 SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_ID_LENGTH = 100
 REQUIRED_COLUMNS = ("sample", "path", "condition", "donor")
 # Optional columns with a meaning to the workflow; every other column is a covariate.
 OVERRIDE_COLUMNS = {
@@ -142,6 +143,7 @@ def check_sample_sheet(sheet: pd.DataFrame, path: str | Path, workdir: str | Pat
             f"Sample sheet {path}: sample id {duplicated.iloc[0]!r} appears more than once (lines {lines}); "
             "sample ids must be unique."
         )
+    _check_ids_as_file_names(sheet, path)
     for i, row in sheet.iterrows():
         input_path = Path(row["path"])
         if not input_path.is_absolute():
@@ -157,6 +159,25 @@ def check_sample_sheet(sheet: pd.DataFrame, path: str | Path, workdir: str | Pat
         sheet["batch"] = ""
     sheet["batch"] = sheet["batch"].where(sheet["batch"] != "", sheet["sample"])
     return sheet.set_index("sample", drop=False)
+
+
+def _check_ids_as_file_names(sheet: pd.DataFrame, path: Path) -> None:
+    """Sample ids become folder names (results/qc/<sample>/): at most MAX_ID_LENGTH characters, and
+    no two that differ only in case (one folder on macOS's and Windows' case-insensitive disks)."""
+    for i, sample in sheet["sample"].items():
+        if len(sample) > MAX_ID_LENGTH:
+            raise InputError(
+                f"Sample sheet {path}, line {i + 2}, column 'sample': sample id {sample[:20]!r}... is {len(sample)} "
+                f"characters long; use at most {MAX_ID_LENGTH} (it becomes part of file names)."
+            )
+    folded = sheet["sample"].str.lower()
+    clash = folded[folded.duplicated(keep=False)]
+    if not clash.empty:
+        first = sheet.loc[clash.index, "sample"].tolist()
+        raise InputError(
+            f"Sample sheet {path}: sample ids {', '.join(map(repr, first))} differ only in upper/lower case; on a "
+            "case-insensitive disk (macOS, Windows) their result folders would be one. Rename one of them."
+        )
 
 
 def _check_distinct_inputs(sheet: pd.DataFrame, path: Path, workdir: str | Path) -> None:

@@ -203,3 +203,10 @@ def test_every_schema_property_has_description_and_default():
 def test_sheet_path_that_is_a_folder_is_named(tmp_path):
     with pytest.raises(InputError, match="is a folder: set 'samples:'"):
         read_sample_sheet(tmp_path)
+
+
+def test_ids_that_cannot_be_folder_names_everywhere_are_refused(tmp_path):
+    with pytest.raises(InputError, match="differ only in upper/lower case"):
+        check(tmp_path, [("S1", "data/S1", "c", "d1"), ("s1", "data/s1", "c", "d2")])
+    with pytest.raises(InputError, match="is 120 characters long; use at most 100"):
+        check(tmp_path, [("S" * 120, "data/S1", "c", "d1")])
