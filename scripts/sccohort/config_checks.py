@@ -157,6 +157,8 @@ def check_design_values(de: Mapping, samples: pd.DataFrame, *, sheet_path: str) 
 def _refuse_missing_values(
     samples: pd.DataFrame, column: str, *, why: str, fix: str, where: str = "Sample sheet"
 ) -> None:
+    if column == "sample":  # never blank, and an id, not a value: a sample may be called NA
+        return
     values = samples[column].astype(str).str.strip()
     missing = values[values.isin(MISSING_SPELLINGS)]
     if missing.empty:

@@ -99,6 +99,13 @@ def test_words_that_only_look_missing_are_design_levels(level):
     config_checks.check_config(config, samples)
 
 
+def test_sample_ids_that_look_missing_are_ids():
+    samples = sheet(sample=["NA", "None", "nan", "S4"], batch=["NA_", "b", "c", "d"])
+    config_checks.check_config(
+        config_with(cohort={"batch_keys": ["sample"]}), samples.set_index("sample", drop=False)
+    )
+
+
 def test_blank_batch_key_values_are_refused():
     samples = sheet(lane=["L1", "", "L2", "L2"])
     with pytest.raises(InputError, match=r"sample 'S2', column 'lane': empty; 'lane' is a batch column"):
