@@ -20,7 +20,12 @@ PER_SAMPLE_RULES = ("load_sample", "qc_sample", "doublets_sample", "qc_report_sa
 @pytest.fixture(scope="module")
 def override_run(tmp_path_factory):
     """One sample's QC (its thresholds.json and what it needs) with a sheet override of max_pct_mt."""
-    project = make_project(tmp_path_factory.mktemp("qc_override"), samples=SMALL_SAMPLES[:1], n_cells=400)
+    project = make_project(
+        tmp_path_factory.mktemp("qc_override"),
+        samples=SMALL_SAMPLES[:1],
+        n_cells=400,
+        config_overrides={"de": {"contrasts": []}},  # one sample: no contrast has replicates
+    )
     sheet = pd.read_csv(project / "config" / "samples.tsv", sep="\t")
     sheet["max_pct_mt"] = 8
     sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False)
