@@ -8,18 +8,38 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
 import pandas as pd
 import pytest
-from helpers import PILOT_BATCH, PILOT_CELL_TYPE_DOLLAR, PILOT_DONOR, PILOT_SAMPLE, pilot_names
-
-pytestmark = pytest.mark.slow
+from helpers import (
+    PILOT_BATCH,
+    PILOT_CELL_TYPE_DOLLAR,
+    PILOT_DONOR,
+    PILOT_SAMPLE,
+    make_pilot_project,
+    pilot_names,
+    run_workflow,
+)
 
 
 def read_text_table(path, **options) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", keep_default_na=False, dtype=str, **options)
 
 
+def test_pilot_plans_no_uncorrected_embedding(tmp_path):
+    """One batch: Harmony cannot run, so the uncorrected graph and UMAP (cohort_uncorrected, the
+    same as the clustering's then) are not planned."""
+    result = run_workflow(make_pilot_project(tmp_path / "pilot", n_cells=60), "-n")
+    jobs = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, re.MULTILINE))
+    assert {
+        "cohort_cluster",
+        "cohort_diagnostics",
+        "report_html",
+    } <= jobs and "cohort_uncorrected" not in jobs
+
+
+@pytest.mark.slow
 def test_second_snakemake_in_the_same_folder_is_refused_and_harms_nothing(pilot_run):
     second = json.loads((pilot_run / "second_snakemake.json").read_text())
     assert second["overlapped"], "the pilot finished before the second snakemake was refused or not"
@@ -33,6 +53,7 @@ def test_second_snakemake_in_the_same_folder_is_refused_and_harms_nothing(pilot_
     assert (pilot_run / "results" / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_one_sample_pilot_report_says_what_was_skipped_and_why(pilot_run):
     results = pilot_run / "results"
     text = (results / "report.html").read_text()
@@ -41,11 +62,12 @@ def test_one_sample_pilot_report_says_what_was_skipped_and_why(pilot_run):
         in text
     )
     assert "Differential expression was not run: no contrast is configured" in text
-    assert not (results / "de").exists()
+    assert not (results / "de").exists() and not (results / "cohort" / "uncorrected.h5ad").exists()
     metrics = read_text_table(results / "cohort" / "integration_metrics.tsv")
     assert set(metrics["graph"]) == {"uncorrected"}
 
 
+@pytest.mark.slow
 def test_pilot_names_stay_as_written(pilot_run):
     results, condition = pilot_run / "results", pilot_names()["condition"]
     umap = read_text_table(results / "cohort" / "umap_coords.tsv.gz")
