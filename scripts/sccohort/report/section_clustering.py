@@ -16,6 +16,7 @@ from .figures import figure_uri, plot_cluster_sizes, plot_umap_grid, stage_figur
 from .render import render
 from .tables import (
     CLUSTER_ANNOTATION_COLUMNS,
+    CLUSTER_COMPOSITION_COLUMNS,
     cell_type_per_cell,
     cluster_counts,
     cluster_sizes,
@@ -72,7 +73,8 @@ def sizes_part(data: ReportData, *, cluster_key: str) -> dict:
 
 
 def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -> dict:
-    """The cluster annotation table, the methods' agreement and the absent markers.
+    """The cluster annotation table, the labels of each cluster's cells, the methods' agreement
+    and the absent markers.
 
     Appends a warning about the clusters labelled Unknown to `warnings` (the run summary's).
     """
@@ -86,6 +88,12 @@ def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -
         warnings.extend(found)
     clusters = data.clusters
     columns = [c for c in CLUSTER_ANNOTATION_COLUMNS if c in clusters]
+    composition = optional_path(inputs.cluster_composition)
+    composition_table = (
+        read_tsv(composition, dtype={"cluster": str, "label": str}, keep_default_na=False)
+        if composition is not None
+        else None
+    )
     agreement = optional_path(inputs.method_agreement)
     missing = optional_path(inputs.missing_markers)
     missing_table = read_tsv(missing, keep_default_na=False) if missing is not None else None
@@ -93,6 +101,14 @@ def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -
         "warnings": found,
         "table": table_data(clusters[columns], "cluster-annotation"),
         "searchable": len(clusters) > 15,
+        "composition": (
+            table_data(
+                composition_table[[c for c in CLUSTER_COMPOSITION_COLUMNS if c in composition_table]],
+                "cluster-composition",
+            )
+            if composition_table is not None and len(composition_table)
+            else None
+        ),
         "agreement": table_data(read_tsv(agreement), "method-agreement") if agreement is not None else None,
         "missing_markers": (
             table_data(missing_table, "missing-markers")
@@ -138,7 +154,9 @@ def section_clustering(
 ) -> Markup:
     """The "Clustering and annotation" section; appends its warnings to `warnings`."""
     cluster_key = cluster_column(data, inputs.umap)
-    cell_types = cell_type_per_cell(data.umap, data.clusters, data.annotation_key)
+    per_cell = optional_path(inputs.cell_types)
+    cells = read_tsv(per_cell, dtype=str, keep_default_na=False) if per_cell is not None else None
+    cell_types = cell_type_per_cell(data.umap, data.clusters, data.annotation_key, cells)
     type_order = cell_type_order(data.composition, cell_types)
     return render(
         "report_clustering.html.j2",
