@@ -39,19 +39,18 @@ def consensus_labels(
         translated[name] = np.array(
             [UNKNOWN if v == UNKNOWN else mapping.get(v, v) for v in values], dtype=object
         )
-    votes = np.column_stack([translated[n] for n in names]).astype(object)
-    label, agreement = [], []
-    for row in votes:
-        known = [v for v in row if v != UNKNOWN]
-        if not known:
-            label.append(UNKNOWN)
-            agreement.append(0.0)
-            continue
-        counts = pd.Series(known).value_counts(sort=False)
-        best = max(counts.index, key=lambda v: (counts[v], -known.index(v)))
-        share = sum(_related(v, best, parents) for v in row) / len(row)
-        label.append(best if share >= min_agreement else UNKNOWN)
-        agreement.append(share)
+    votes = np.column_stack([translated[n] for n in names]).astype(str)
+    names_of, codes = np.unique(votes, return_inverse=True)
+    codes = codes.reshape(votes.shape)
+    related = np.array([[_related(a, b, parents) for b in names_of] for a in names_of])
+    known = votes != UNKNOWN
+    # votes for each method's label: the methods giving exactly that label (ties: earlier method)
+    same = (codes[:, :, None] == codes[:, None, :]) & known[:, :, None] & known[:, None, :]
+    count = same.sum(axis=1) * known
+    best = codes[np.arange(len(codes)), count.argmax(axis=1)]
+    agreement = related[codes, best[:, None]].sum(axis=1) / votes.shape[1]
+    label = np.where(known.any(axis=1) & (agreement >= min_agreement), names_of[best], UNKNOWN)
+    agreement = np.where(known.any(axis=1), agreement, 0.0)
     index = labels[names[0]].index if hasattr(labels[names[0]], "index") else None
     return pd.DataFrame({"label": label, "agreement": np.round(agreement, 4)}, index=index)
 

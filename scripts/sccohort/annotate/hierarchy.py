@@ -230,6 +230,8 @@ def classifier_decision(
     train = _training_sample(agree & np.isin(target, classes), target, settings)
     features = context.features(data.node, data.cells)
     for _ in range(max(settings.rounds, 1)):
+        if len(set(target[train])) < 2:  # the previous fit left one class: keep it
+            break
         model = _fit(features[train], target[train])
         smoothed = smooth(
             _predict(model, features),

@@ -90,20 +90,22 @@ def annotate_cells(
         cluster_markers=top_genes_table,
         **marker_options(options),
     )
-    clusters = tables["clusters"]
     log.info(
         "Cluster labels (%s):\n%s",
         cluster_key,
-        clusters.drop(columns=["best_type_markers", "supporting_markers"]).to_string(index=False),
+        tables["clusters"].drop(columns=["best_type_markers", "supporting_markers"]).to_string(index=False),
     )
-    write_table(clusters, clusters_table)
-    write_table(tables["missing"], missing_table)
-    if composition_table:
-        write_table(tables["composition"], composition_table)
-    if cells_table:
-        write_table(tables["cells"], cells_table)
+    paths = {
+        "clusters": clusters_table,
+        "missing": missing_table,
+        "composition": composition_table,
+        "cells": cells_table,
+        "agreement": agreement_table,
+    }
+    for name, path in paths.items():
+        if path and name in tables:
+            write_table(tables[name], path)
     if "agreement" in tables:
-        write_table(tables["agreement"], agreement_table)
         log.info("Method agreement:\n%s", tables["agreement"].to_string(index=False))
     label_columns = ["cell_type_lineage", *adata.uns["annotation"]["methods"].values()]
     for column in dict.fromkeys(label_columns):
