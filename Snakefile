@@ -19,6 +19,10 @@ include: "workflow/rules/de.smk"
 include: "workflow/rules/report.smk"
 
 
+# A few lines on what the checks of the rules files above looked at (snakemake -n shows them).
+print_dag_summary()
+
+
 rule all:
     default_target: True
     input:

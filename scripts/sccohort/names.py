@@ -21,7 +21,15 @@ GENE_EXPRESSION = "Gene Expression"
 # Sample-sheet columns stored as categoricals in the merged object and its UMAP tables.
 SHEET_CATEGORICALS = ("sample", "condition", "donor", "batch")
 # Reasons in cells.tsv.gz's fail_reason, in the order they are joined with ';'.
-REMOVAL_REASONS = ("low_counts", "high_counts", "low_genes", "high_genes", "high_pct_mt", "doublet")
+REMOVAL_REASONS = (
+    "low_counts",
+    "high_counts",
+    "low_genes",
+    "high_genes",
+    "high_pct_mt",
+    "high_pct_other_species",
+    "doublet",
+)
 # Separates sample and group in pseudobulk sample ids; safe_name() never produces it.
 PSEUDOBULK_SEPARATOR = "__"
 # File names the DE stage writes itself beside the group files; no group may take them.

@@ -22,6 +22,25 @@ _THREAD_VARIABLES = (
 )
 
 
+# Warnings every run printed once per job and that need nothing from the user: (message regex,
+# category), matched on the message alone (anndata's is attributed to functools, not to anndata).
+# Anything else still reaches the console and the rule's log.
+HARMLESS_WARNINGS = (
+    # anndata's ImplicitModificationWarning when a reader builds an AnnData and makes its index str
+    ("Transforming to str index", Warning),
+    # pandas 2.3 on fillna(False) of an object column (cohort.hvg); the values are already booleans
+    ("Downcasting object dtype arrays on .fillna", FutureWarning),
+)
+
+
+def quiet_known_warnings() -> None:
+    """Filter HARMLESS_WARNINGS (by message, so a new warning of the same class still shows)."""
+    import warnings
+
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def configure_environment(threads: int = 1, cache_root: str | os.PathLike | None = None) -> None:
     """Cap BLAS/numba threads at the rule's `threads` and point caches at writable folders.
 
@@ -39,6 +58,7 @@ def configure_environment(threads: int = 1, cache_root: str | os.PathLike | None
             path.mkdir(parents=True, exist_ok=True)
             os.environ[name] = str(path)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    quiet_known_warnings()
 
 
 def get_logger(log_path: str | os.PathLike | None = None, name: str = "sccohort") -> logging.Logger:

@@ -36,6 +36,17 @@ def test_qc_target_writes_every_sample_and_nothing_downstream(qc_run):
             assert (project / "results" / "qc" / sample / name).is_file(), f"{sample}/{name}"
     assert not (project / "results" / "cohort").exists()
     assert not list((project / "results").rglob("*.partial"))
+    # the cross-sample summary: every sample side by side, its counts those of thresholds.json
+    summary = pd.read_csv(project / "results" / "qc" / "summary.tsv", sep="\t").set_index("sample")
+    assert list(summary.index) == list(SMALL_SAMPLES)
+    for sample in SMALL_SAMPLES:
+        status = json.loads((project / "results" / "qc" / sample / "thresholds.json").read_text())["status"]
+        assert summary.loc[sample, "kept"] == status["n_cells_kept"]
+        assert summary.loc[sample, "cells_in"] == status["n_cells_input"]
+    page = (project / "results" / "qc" / "summary.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and all(
+        f'href="{s}/report.html"' in page for s in SMALL_SAMPLES
+    )
 
 
 @pytest.mark.parametrize("sample", SMALL_SAMPLES)

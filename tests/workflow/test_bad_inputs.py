@@ -217,7 +217,7 @@ CASES = [
     Case("out_of_range_config_value", config_edit(lambda c: c["qc"].update(max_pct_mt=150)),
          ["max_pct_mt", "150"]),
     Case("unknown_config_option", config_edit(lambda c: c["qc"].update(min_gene=100)),
-         ["min_gene"]),
+         ["qc.min_gene: unknown option (value 100); did you mean qc.min_genes?", "config/README.md"]),
     Case("markers_matching_no_gene", markers_matching_nothing,
          ["markers.tsv", "none of its 2 genes is in the data", "fix or replace the table"]),
     Case("marker_type_with_slash", lambda p: (

@@ -143,6 +143,23 @@ def test_dag_time_errors_name_the_fault(tiny_project):
     assert not (tiny_project / "results").exists()
 
 
+def test_dry_run_says_what_it_checked(tiny_project):
+    """A successful `snakemake -n` lists what the DAG-time checks looked at."""
+    result = dry_run(tiny_project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    summary = output[output.index("sccohort checked, before any job:") :]
+    for text in (
+        "config/config.yaml: every option against the schema",
+        "2 in config/samples.tsv: conditions COVID19 1, Normal 1; 2 donors, 2 batches",
+        "2 probed (2 10x_mtx)",
+        "genes shared by all samples",
+        "human_pbmc.tsv",
+        "no contrast (de.contrasts is empty)",
+    ):
+        assert text in summary, summary[:2000]
+
+
 def test_every_schema_property_has_description_and_default():
     for name in ("config.schema.yaml", "samples.schema.yaml"):
         schema = yaml.safe_load((REPO / "workflow" / "schemas" / name).read_text())

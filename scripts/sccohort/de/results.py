@@ -25,8 +25,8 @@ def de_contrast(
     threads: int = 1,
     log: logging.Logger,
 ) -> None:
-    """Rule de_contrast: PyDESeq2 per group for one contrast (name, factor, test, reference) on
-    the pseudobulk `counts` and `metadata` files; writes the folder `output` (write_contrast).
+    """Rule de_contrast: the test of de.method per group for one contrast (name, factor, test,
+    reference) on the pseudobulk `counts` and `metadata` files; writes the folder `output` (write_contrast).
 
     `de_options` is the config's de: block. InputError when no group can be tested.
     """

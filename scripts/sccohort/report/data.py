@@ -61,6 +61,9 @@ class ReportInputs:
     integration_plot: str | None = None
     de_summary: str | None = None
     de_dirs: dict[str, str] = field(default_factory=dict)
+    composition_tests: dict[str, str] = field(default_factory=dict)  # contrast -> its .tsv (.png beside)
+    de_metadata: str | None = None
+    qc_summary: str | None = None
 
     REQUIRED = (
         "umap",

@@ -4,13 +4,16 @@ correction, and the integration diagnostics."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from markupsafe import Markup
 
 from ..pages import table_data
 from ..plotting import palette
+from .columns import column_notes
 from .data import ReportData, ReportInputs
 from .figures import figure_uri, plot_umap_grid, stage_figure_uri, subsample
+from .links import FIGURE_SUFFIXES, file_links, folder_files
 from .render import render
 from .tables import natural_order
 
@@ -36,7 +39,7 @@ def integration_umaps(data: ReportData, *, integration: str, max_points: int, se
 
 
 def section_integration(
-    data: ReportData, inputs: ReportInputs, *, config: Mapping, max_points: int, seed: int
+    data: ReportData, inputs: ReportInputs, *, config: Mapping, max_points: int, seed: int, report_dir: Path
 ) -> Markup:
     """The "Integration" section."""
     integration = config.get("cohort", {}).get("integration", "harmony")
@@ -55,4 +58,15 @@ def section_integration(
         per_cluster=table_data(per_cluster.round(4), "integration-clusters") if len(per_cluster) else None,
         plot_given=bool(inputs.integration_plot),
         plot=stage_figure_uri(inputs.integration_plot),
+        notes=column_notes(metrics.columns),
+        files=file_links(
+            [
+                inputs.integration_metrics,
+                inputs.merge_summary,
+                inputs.umap,
+                inputs.umap_uncorrected,
+                *folder_files(Path(inputs.integration_metrics).parent / "figures", FIGURE_SUFFIXES),
+            ],
+            report_dir,
+        ),
     )

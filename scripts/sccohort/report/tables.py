@@ -109,10 +109,22 @@ def qc_summary_table(thresholds: Mapping[str, dict], cells: Mapping[str, pd.Data
     return pd.DataFrame(rows)
 
 
+def warning_text(warning, sample: str) -> str:
+    """One entry of thresholds.json["warnings"] (a message, or a dict with a "message" or with
+    fields such as option and median) as text naming the sample."""
+    if isinstance(warning, Mapping):
+        text = str(warning.get("message") or "; ".join(f"{k}: {v}" for k, v in warning.items()))
+    else:
+        text = str(warning)
+    return text if sample in text else f"Sample {sample}: {text}"
+
+
 def qc_warnings(thresholds: Mapping[str, dict]) -> list[str]:
-    """The QC stage's warnings, dropped samples, skipped doublet calling and notes, per sample."""
+    """The QC stage's warnings (thresholds.json "warnings", e.g. a filter removing a large share;
+    absent in older files), dropped samples, skipped doublet calling and notes, per sample."""
     messages = []
     for sample, info in thresholds.items():
+        messages += [warning_text(w, sample) for w in info.get("warnings") or []]
         status = info.get("status", {})
         if status.get("warning"):
             messages.append(str(status["warning"]))
