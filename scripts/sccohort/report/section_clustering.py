@@ -169,6 +169,8 @@ def stage_files(inputs: ReportInputs, report_dir: Path) -> list[dict]:
     folder = Path(inputs.cluster_annotation).parent
     tables = [
         inputs.cluster_annotation,
+        inputs.cluster_composition,
+        inputs.cell_types,
         inputs.composition,
         inputs.composition_by_condition,
         inputs.missing_markers,
