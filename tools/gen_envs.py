@@ -63,7 +63,9 @@ GROUPS = {
     # harmonypy for Harmony, illico (with loguru, tqdm, joblib) for the marker test; scikit-misc:
     # loess for scanpy's seurat_v3 HVG flavour (imported by scanpy on demand)
     "cohort": _SCANPY_STACK + _LEIDEN + ["harmonypy", "illico", "loguru", "tqdm", "joblib", "scikit-misc"],
-    "annotation": _SCANPY_STACK + _LEIDEN,
+    # celltypist applies a user's CellTypist model (annotation.celltypist_model); threadpoolctl:
+    # the per-cell classifier's fits on one BLAS thread
+    "annotation": _SCANPY_STACK + _LEIDEN + ["celltypist", "threadpoolctl"],
     # edgepython: limma-voom and edgeR's QL test; scanpro (with patsy, seaborn): propeller
     "de": _SCANPY_STACK
     + ["pydeseq2", "formulaic", "formulaic-contrasts", "threadpoolctl", "joblib", "edgepython"]

@@ -57,6 +57,8 @@ ANNOTATION_AGREEMENT = (
 ANNOTATION_OUTPUTS = [
     f"{RESULTS}/cohort/integrated.h5ad",
     f"{ANNOTATION}/cluster_annotation.tsv",
+    f"{ANNOTATION}/cluster_composition.tsv",
+    f"{ANNOTATION}/cell_types.tsv.gz",
     f"{ANNOTATION}/missing_markers.tsv",
     *[str(path) for path in ANNOTATION_AGREEMENT.values()],
     f"{ANNOTATION}/composition.tsv",
@@ -93,6 +95,14 @@ rule annotate_cells:
             subcategory="Labels",
             labels={"table": "missing marker genes"},
         ),
+        composition=report(
+            f"{ANNOTATION}/cluster_composition.tsv",
+            caption="../report/annotation_cluster_composition.rst",
+            category="3. Annotation",
+            subcategory="Labels",
+            labels={"table": "labels per cluster"},
+        ),
+        cells=f"{ANNOTATION}/cell_types.tsv.gz",
     log:
         "logs/annotation/annotate_cells.log",
     benchmark:

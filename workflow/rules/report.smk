@@ -68,6 +68,8 @@ rule report_html:
         markers=f"{RESULTS}/cohort/markers.tsv",
         cluster_dotplot=f"{RESULTS}/cohort/figures/marker_dotplot.png",
         cluster_annotation=f"{RESULTS}/annotation/cluster_annotation.tsv",
+        cluster_composition=f"{RESULTS}/annotation/cluster_composition.tsv",
+        cell_types=f"{RESULTS}/annotation/cell_types.tsv.gz",
         missing_markers=f"{RESULTS}/annotation/missing_markers.tsv",
         composition=f"{RESULTS}/annotation/composition.tsv",
         composition_by_condition=f"{RESULTS}/annotation/composition_by_condition.tsv",
