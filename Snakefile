@@ -20,6 +20,10 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 
 
+# A few lines on what the checks of the rules files above looked at (snakemake -n shows them).
+print_dag_summary()
+
+
 rule all:
     default_target: True
     input:

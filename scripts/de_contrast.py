@@ -1,4 +1,4 @@
-"""Rule de_contrast: PyDESeq2 per group for one contrast; tables, figures and the contrast's summary."""
+"""Rule de_contrast: the test of de.method per group for one contrast; tables, figures, the summary."""
 
 from sccohort.runtime import run_rule
 

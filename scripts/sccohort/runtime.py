@@ -22,6 +22,25 @@ _THREAD_VARIABLES = (
 )
 
 
+# Warnings every run printed once per job and that need nothing from the user: (message regex,
+# category), matched on the message alone (anndata's is attributed to functools, not to anndata).
+# Anything else still reaches the console and the rule's log.
+HARMLESS_WARNINGS = (
+    # anndata's ImplicitModificationWarning when a reader builds an AnnData and makes its index str
+    ("Transforming to str index", Warning),
+    # pandas 2.3 on fillna(False) of an object column (cohort.hvg); the values are already booleans
+    ("Downcasting object dtype arrays on .fillna", FutureWarning),
+)
+
+
+def quiet_known_warnings() -> None:
+    """Filter HARMLESS_WARNINGS (by message, so a new warning of the same class still shows)."""
+    import warnings
+
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def configure_environment(threads: int = 1, cache_root: str | os.PathLike | None = None) -> None:
     """Cap BLAS/numba threads at the rule's `threads` and point caches at writable folders.
 
@@ -39,6 +58,7 @@ def configure_environment(threads: int = 1, cache_root: str | os.PathLike | None
             path.mkdir(parents=True, exist_ok=True)
             os.environ[name] = str(path)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    quiet_known_warnings()
 
 
 def get_logger(log_path: str | os.PathLike | None = None, name: str = "sccohort") -> logging.Logger:
@@ -109,6 +129,34 @@ def uns_without_none(value):
     if isinstance(value, list):
         return [uns_without_none(v) for v in value if v is not None]
     return value
+
+
+def read_table(path: str | os.PathLike, *, dtype=None, **options):
+    """Read back a TSV the workflow wrote with write_table (gzipped when the name ends in .gz).
+
+    Values come back as written, whatever their text: a sample, condition, donor, cell type or
+    gene named NA, None, null or nan stays that text (pandas' default reads those as missing).
+    Name columns (names.TEXT_COLUMNS, leiden_<res>, every column with dtype=str) are text, an
+    empty field in them is "" ; in the other columns an empty field (how write_table writes a
+    missing number) is NaN. `dtype` (a dict) adds to or overrides the text columns; other options
+    go to pandas.read_csv (usecols, index_col, ...).
+    """
+    import pandas as pd
+
+    from .names import TEXT_COLUMNS
+
+    sep = options.pop("sep", "\t")
+    header = pd.read_csv(path, sep=sep, nrows=0).columns
+    if dtype is str:
+        text = set(header)
+    else:
+        dtype = {
+            **{c: str for c in header if c in TEXT_COLUMNS or str(c).startswith("leiden_")},
+            **(dtype or {}),
+        }
+        text = {c for c, kind in dtype.items() if kind is str}
+    na_values = {c: [""] for c in header if c not in text}
+    return pd.read_csv(path, sep=sep, dtype=dtype, keep_default_na=False, na_values=na_values, **options)
 
 
 def write_h5ad(adata, path: str | os.PathLike) -> None:

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from helpers import REPO
 from sccohort.de import de_summary
 from sccohort.de import pseudobulk as pb
+from sccohort.de.composition import COMPOSITION_COLUMNS
 
 
 def test_de_summary_stacks_the_contrasts_summaries_as_text(tmp_path):
@@ -176,6 +177,15 @@ def test_workflow_de_outputs_match_the_integrated_counts(full_run):
             assert (
                 results / "de" / row.contrast / "figures" / f"{row.group_file}.{plot}.png"
             ).stat().st_size > 0
+    # The test that ran is recorded; the composition test of each contrast has its table and figure,
+    # over every group of the pseudobulk metadata, and the report names the test.
+    assert set(summary["method"]) == {"limma_voom"}
+    for contrast in contrasts:
+        composition = pd.read_csv(results / "composition" / f"{contrast}.tsv", sep="\t")
+        assert list(composition.columns) == COMPOSITION_COLUMNS
+        assert set(composition["group"]) == set(meta["group"])
+        assert (results / "composition" / f"{contrast}.png").stat().st_size > 10_000
+    assert "Test: limma-voom" in (results / "report.html").read_text()
 
 
 def yaml_alpha(project: Path) -> float:

@@ -319,7 +319,8 @@ class Page(HTMLParser):
         if tag == "script":
             self._in_script = False
         elif tag == "table":
-            self._table = None
+            # rows of a table without id (e.g. the column notes below a table) belong to no table
+            self._table = self._row = None
         elif tag in ("td", "th") and self._row is not None and self._cell is not None:
             self._row.append(self._cell)
             self._cell = None

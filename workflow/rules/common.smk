@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 
@@ -14,9 +15,24 @@ from sccohort.errors import InputError  # noqa: E402
 from sccohort import sheet as sample_sheet  # noqa: E402
 from sccohort import config_checks  # noqa: E402
 from sccohort import qc as sample_io  # noqa: E402
+from sccohort import config_schema  # noqa: E402
 
+# The schema first through config_schema (a few lines per problem: key path, value, closest valid
+# key), then Snakemake's validate, which fills in the defaults of a config known to be valid.
+try:
+    config_schema.check_config_schema(
+        config,
+        config_schema.load_schema(
+            SCCOHORT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+        ),
+        config_files=[str(f) for f in workflow.configfiles],
+    )
+except InputError as error:
+    raise WorkflowError(f"sccohort: {error}") from None
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
+# What check_inputs saw (inputs, shared genes), for the summary of print_dag_summary.
+INPUT_CHECKS = {}
 try:
     samples = sample_sheet.check_sample_sheet(
         sample_sheet.read_sample_sheet(config["samples"]), config["samples"]
@@ -28,14 +44,17 @@ try:
     # repeat the cheap structural probe.
     if workflow.remote_exec:
         for _sample, _row in samples.iterrows():
-            sample_io.probe_input(
-                _row["path"],
-                _row.get("counts_layer") or None,
-                _row.get("genome") or None,
-            )
+            try:
+                sample_io.probe_input(
+                    _row["path"],
+                    _row.get("counts_layer") or None,
+                    _row.get("genome") or None,
+                )
+            except InputError as error:
+                raise InputError(f"Sample {_sample!r}: {error}") from None
         INPUT_GENE_SYMBOLS = None
     else:
-        INPUT_GENE_SYMBOLS = config_checks.check_inputs(samples, config)
+        INPUT_GENE_SYMBOLS = config_checks.check_inputs(samples, config, INPUT_CHECKS)
 except InputError as error:
     raise WorkflowError(f"sccohort: {error}") from None
 
@@ -45,7 +64,37 @@ SEED = config["seed"]
 
 
 wildcard_constraints:
-    sample="|".join(SAMPLES),
+    # escaped: an id may hold '.', which a regular expression reads as any character
+    sample="|".join(re.escape(s) for s in SAMPLES),
+
+
+def dag_check(check, *args):
+    """check(*args) for an input function: a DAG-time check of one rule, run only when that rule's
+    job is in the DAG (an InputError stops the DAG build like the checks above)."""
+    try:
+        return check(*args)
+    except InputError as error:
+        raise WorkflowError(f"sccohort: {error}") from None
+
+
+def print_dag_summary():
+    """Log what the DAG-time checks looked at (the Snakefile calls it once every rules file is read):
+    `snakemake -n` then says what it checked. Cluster jobs, which re-read the Snakefile, stay quiet.
+    """
+    if workflow.remote_exec:
+        return
+    from snakemake.logging import logger
+
+    logger.info(
+        config_checks.dag_summary(
+            samples,
+            config,
+            found=INPUT_CHECKS,
+            contrasts=DE_CONTRASTS,
+            annotation=ANNOTATION_SETTINGS,
+            config_files=[str(f) for f in workflow.configfiles],
+        )
+    )
 
 
 def sample_input(wildcards):
@@ -98,7 +147,7 @@ def qc_outputs():
         f"{RESULTS}/qc/{{sample}}/{{name}}",
         sample=SAMPLES,
         name=["cells.tsv.gz", "filtered.h5ad", "thresholds.json", "report.html"],
-    )
+    ) + [f"{RESULTS}/qc/summary.html", f"{RESULTS}/qc/summary.tsv"]
 
 
 def all_outputs():

@@ -1,8 +1,10 @@
-# Stage rules: de -- pseudobulk differential expression between conditions with PyDESeq2.
+# Stage rules: de -- pseudobulk differential expression between conditions (de.method:
+# limma-voom, edgeR QL or PyDESeq2) and the cell-type composition test.
 #
 # de_pseudobulk sums raw counts per sample x group; de_contrast tests every group for one
 # contrast (groups are only known after annotation, so each contrast writes one folder);
-# de_summary lists every group x contrast, tested or skipped with its reason.
+# de_summary lists every group x contrast, tested or skipped with its reason; composition_test
+# tests the cell-type shares per contrast (propeller, same design and samples).
 import re
 
 from sccohort import de as de_config_checks  # noqa: E402
@@ -29,6 +31,11 @@ de_outputs = lambda: (
         f"{RESULTS}/de/summary.tsv",
     ]
     + expand(f"{RESULTS}/de/{{contrast}}", contrast=DE_CONTRAST_NAMES)
+    + expand(
+        f"{RESULTS}/composition/{{contrast}}.{{ext}}",
+        contrast=DE_CONTRAST_NAMES,
+        ext=["tsv", "png"],
+    )
     if DE_CONTRASTS
     else []
 )
@@ -93,7 +100,8 @@ rule de_contrast:
         runtime=runtime_from_input(15, 2),
     params:
         contrast=de_contrast,
-        de=config["de"],
+        # the de: block without the contrast list: changing one contrast reruns that contrast only
+        de={key: value for key, value in config["de"].items() if key != "contrasts"},
     script:
         "../../scripts/de_contrast.py"
 
@@ -121,3 +129,40 @@ rule de_summary:
         runtime=runtime_from_input(2, 0.01),
     script:
         "../../scripts/de_summary.py"
+
+
+rule composition_test:
+    input:
+        metadata=rules.de_pseudobulk.output.metadata,
+    output:
+        table=report(
+            f"{RESULTS}/composition/{{contrast}}.tsv",
+            caption="../report/composition_test.rst",
+            category="4. Differential expression",
+            subcategory="Composition",
+            labels={"contrast": "{contrast}", "table": "composition test"},
+        ),
+        figure=report(
+            f"{RESULTS}/composition/{{contrast}}.png",
+            caption="../report/composition_test.rst",
+            category="4. Differential expression",
+            subcategory="Composition",
+            labels={"contrast": "{contrast}", "figure": "shares per sample"},
+        ),
+    log:
+        "logs/composition/{contrast}.log",
+    benchmark:
+        "benchmarks/composition/{contrast}.tsv"
+    wildcard_constraints:
+        contrast="|".join(re.escape(n) for n in DE_CONTRAST_NAMES) or "(?!)",
+    conda:
+        "../../envs/de.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_from_input(500, 2),
+        runtime=runtime_from_input(5, 0.01),
+    params:
+        contrast=de_contrast,
+        de=config["de"],
+    script:
+        "../../scripts/composition_test.py"

@@ -138,6 +138,36 @@ rule qc_report_sample:
         "../../scripts/qc_report_sample.py"
 
 
+rule qc_summary:
+    input:
+        thresholds=expand(f"{RESULTS}/qc/{{sample}}/thresholds.json", sample=SAMPLES),
+        cells=expand(f"{RESULTS}/qc/{{sample}}/cells.tsv.gz", sample=SAMPLES),
+    output:
+        html=report(
+            f"{RESULTS}/qc/summary.html",
+            caption="../report/qc_summary.rst",
+            category="1. Quality control",
+            labels={"figure": "QC summary, all samples"},
+        ),
+        table=f"{RESULTS}/qc/summary.tsv",
+        metrics=f"{RESULTS}/qc/figures/summary_metrics.png",
+        removed=f"{RESULTS}/qc/figures/summary_removed.png",
+    log:
+        "logs/qc/qc_summary.log",
+    benchmark:
+        "benchmarks/qc/qc_summary.tsv"
+    conda:
+        "../../envs/qc.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_from_input(1000, 8),
+        runtime=runtime_from_input(10, 0.2),
+    params:
+        samples=SAMPLES,
+    script:
+        "../../scripts/qc_summary.py"
+
+
 rule qc:
     default_target: False
     input:

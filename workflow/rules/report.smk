@@ -28,6 +28,10 @@ REPORT_OPTIONAL_INPUTS = {
         {
             "de_summary": f"{RESULTS}/de/summary.tsv",
             "de_dirs": [f"{RESULTS}/de/{c['name']}" for c in DE_CONTRASTS],
+            "composition_tests": [
+                f"{RESULTS}/composition/{c['name']}.tsv" for c in DE_CONTRASTS
+            ],
+            "de_metadata": f"{RESULTS}/de/pseudobulk/metadata.tsv",
         }
         if DE_CONTRASTS
         else {}
@@ -55,6 +59,7 @@ rule report_html:
         thresholds=expand(f"{RESULTS}/qc/{{sample}}/thresholds.json", sample=SAMPLES),
         cells=expand(f"{RESULTS}/qc/{{sample}}/cells.tsv.gz", sample=SAMPLES),
         qc_pages=expand(f"{RESULTS}/qc/{{sample}}/report.html", sample=SAMPLES),
+        qc_summary=f"{RESULTS}/qc/summary.html",
         merge_summary=f"{RESULTS}/cohort/merge_summary.tsv",
         umap=f"{RESULTS}/cohort/umap_coords.tsv.gz",
         umap_uncorrected=f"{RESULTS}/cohort/umap_pca_coords.tsv.gz",
@@ -63,6 +68,8 @@ rule report_html:
         markers=f"{RESULTS}/cohort/markers.tsv",
         cluster_dotplot=f"{RESULTS}/cohort/figures/marker_dotplot.png",
         cluster_annotation=f"{RESULTS}/annotation/cluster_annotation.tsv",
+        cluster_composition=f"{RESULTS}/annotation/cluster_composition.tsv",
+        cell_types=f"{RESULTS}/annotation/cell_types.tsv.gz",
         missing_markers=f"{RESULTS}/annotation/missing_markers.tsv",
         composition=f"{RESULTS}/annotation/composition.tsv",
         composition_by_condition=f"{RESULTS}/annotation/composition_by_condition.tsv",

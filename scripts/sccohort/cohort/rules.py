@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..h5ad import read_parts
-from .cluster import add_uncorrected, embed_uncorrected, integrate_and_cluster
+from .cluster import add_uncorrected, embed_uncorrected, graph_distances, integrate_and_cluster
 from .diagnostics import integration_metrics, plot_before_after, plot_metrics, plot_umaps
 from .embed import embedding_table, normalise, run_pca
 from .hvg import highly_variable_genes
@@ -198,11 +198,13 @@ def cohort_diagnostics(
     write_table(embedding_table(adata, basis=info["uncorrected_umap_key"]), umap_pca)
     cluster_key = info["default_cluster_key"]
     batch_key = p["batch_keys"][0]
-    graphs = {"uncorrected": adata.obsp[f"{info['uncorrected_neighbors_key']}_distances"]}
+    # without integration (cohort.integration none, or Harmony skipped: a single batch) the
+    # uncorrected graph is the one the clustering used
+    graphs = {"uncorrected": graph_distances(adata, info["uncorrected_neighbors_key"])}
     embeddings = {"uncorrected": adata.obsm["X_pca"]}
     label_keys = []
     if info["integration"] == "harmony":
-        graphs["harmony"] = adata.obsp["distances"]
+        graphs["harmony"] = graph_distances(adata, "neighbors")
         embeddings["harmony"] = adata.obsm[info["integrated_rep"]]
         # labels that do not come from the corrected graph: Leiden on the uncorrected graph
         label_keys = [uncorrected_clusters(adata, info, resolution=float(p["default_resolution"]), seed=seed)]

@@ -1,4 +1,5 @@
-"""Differential expression between conditions on pseudobulk samples, with PyDESeq2.
+"""Differential expression between conditions on pseudobulk samples (de.method: limma_voom,
+edger_ql or pydeseq2; methods.py says why limma_voom is the default).
 
 One test per group (cell type or cluster) and contrast. Before testing, each group passes
 guardrails; a group that fails one is skipped with the reason in the summary, never crashed:
@@ -9,8 +10,8 @@ matrix of full column rank, with at least one residual degree of freedom). When 
 a contrast can be tested, InputError lists every group's reason.
 
 PyDESeq2 runs with its defaults (median-of-ratios size factors, parametric dispersion
-trend, Cooks outlier refit and filtering, independent filtering); it draws no random
-numbers, so results are deterministic.
+trend, Cooks outlier refit and filtering, independent filtering). No test draws random
+numbers, so results are deterministic. The summary's `method` column says which test ran.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .design import design_problem, design_variables
+from .methods import run_edgepython
 
 RESULT_COLUMNS = ["gene", "baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj"]
 SUMMARY_COLUMNS = [
@@ -45,6 +47,7 @@ SUMMARY_COLUMNS = [
     "up",
     "down",
     "reason",
+    "method",
 ]
 
 _log = logging.getLogger("sccohort")
@@ -62,6 +65,8 @@ class DESettings:
     min_samples: int = 2
     alpha: float = 0.05
     lfc_shrink: bool = False
+    method: str = "limma_voom"
+    independent_filtering: bool = True
     exclude_groups: list[str] = field(default_factory=list)
     heatmap_genes: int = 30
 
@@ -160,6 +165,51 @@ def run_deseq(
     return table, log_normalised
 
 
+def run_test(
+    counts: pd.DataFrame, metadata: pd.DataFrame, *, contrast: dict, settings: DESettings, threads: int = 1
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The test of settings.method on one group's pseudobulk counts (samples x genes); returns
+    (table, log_normalised) as run_deseq does, whatever the method. With lfc_shrink, the column
+    log2FoldChange_shrunk is PyDESeq2's apeGLM estimate for every method (it needs PyDESeq2's fit)."""
+    options = dict(
+        design=settings.design,
+        factor=contrast["factor"],
+        test=contrast["test"],
+        reference=contrast["reference"],
+    )
+    if settings.method == "pydeseq2":
+        return run_deseq(
+            counts, metadata, **options, alpha=settings.alpha, lfc_shrink=settings.lfc_shrink, threads=threads
+        )
+    table, size_factors = run_edgepython(
+        counts,
+        metadata,
+        method=settings.method,
+        **options,
+        alpha=settings.alpha,
+        independent_filtering=settings.independent_filtering,
+    )
+    if settings.lfc_shrink:
+        shrunk, _ = run_deseq(
+            counts, metadata, **options, alpha=settings.alpha, lfc_shrink=True, threads=threads
+        )
+        table["log2FoldChange_shrunk"] = shrunk.set_index("gene")["log2FoldChange_shrunk"].reindex(
+            table.index
+        )
+        table.attrs["pydeseq2_messages"] = shrunk.attrs.get("pydeseq2_messages", [])
+    normalised = counts.to_numpy(dtype=float) / size_factors[:, None]
+    levels = metadata.loc[counts.index, contrast["factor"]].astype(str).to_numpy()
+    for level in (contrast["test"], contrast["reference"]):
+        table[f"mean_norm_{level}"] = normalised[levels == level].mean(axis=0)
+    table = table.drop(columns=["df_total"], errors="ignore")
+    genes = table.index.astype(str)
+    table = table.reset_index(drop=True)
+    table.insert(0, "gene", genes)
+    table = table.sort_values(["pvalue", "gene"], na_position="last", kind="mergesort").reset_index(drop=True)
+    log_normalised = pd.DataFrame(np.log2(normalised + 1), index=counts.index, columns=counts.columns)
+    return table, log_normalised
+
+
 def vectorised_inference(threads: int = 1):
     """PyDESeq2's DefaultInference with `lin_reg_mu` solved for all genes in one call.
 
@@ -206,8 +256,8 @@ def run_group(
     settings: DESettings,
     threads: int = 1,
 ) -> GroupResult:
-    """Guardrails, then PyDESeq2, for one group and contrast (counts/metadata: all pseudobulk samples)."""
-    factor, test, reference = contrast["factor"], contrast["test"], contrast["reference"]
+    """Guardrails, then the test of settings.method, for one group and contrast (counts/metadata: all
+    pseudobulk samples)."""
     in_group = metadata[metadata["group"].astype(str) == str(group)]
     kept = in_group[in_group["n_cells"] >= settings.min_cells]
     row = _summary_row(in_group, kept, group=group, contrast=contrast, settings=settings)
@@ -218,16 +268,8 @@ def run_group(
         row.update(status="skipped", reason=reason)
         return GroupResult(summary=row)
 
-    table, log_normalised = run_deseq(
-        group_counts[genes],
-        kept,
-        design=settings.design,
-        factor=factor,
-        test=test,
-        reference=reference,
-        alpha=settings.alpha,
-        lfc_shrink=settings.lfc_shrink,
-        threads=threads,
+    table, log_normalised = run_test(
+        group_counts[genes], kept, contrast=contrast, settings=settings, threads=threads
     )
     called = table["padj"] < settings.alpha
     row.update(
@@ -256,6 +298,7 @@ def _summary_row(
         genes_tested=0,
         up=0,
         down=0,
+        method=settings.method,
     )
     small = in_group[in_group["n_cells"] < settings.min_cells]
     row["dropped_pseudobulk"] = _names(

@@ -36,6 +36,7 @@ FAIL_REASONS = {
     ("n_genes_by_counts", "lower"): "low_genes",
     ("n_genes_by_counts", "upper"): "high_genes",
     ("pct_counts_mt", "upper"): "high_pct_mt",
+    ("pct_counts_other_species", "upper"): "high_pct_other_species",
 }
 DOUBLET_REASON = "doublet"
 
@@ -43,6 +44,7 @@ CELL_TABLE_COLUMNS = (
     "barcode",
     "sample",
     *METRICS,
+    "pct_counts_other_species",
     "doublet_score",
     "predicted_doublet",
     "qc_pass",
@@ -241,11 +243,50 @@ def _mito_threshold(pct_mt: np.ndarray, n_mads_setting, cap_setting) -> dict:
     }
 
 
+def annotate_other_species(adata: ad.AnnData, *, prefix: str) -> ad.AnnData:
+    """The share of each barcode's counts from genes of a second species (symbols starting with
+    `prefix`, e.g. "MOUSE_" in a human-mouse mixture), in place.
+
+    Writes: var["other_species"] (bool), obs["pct_counts_other_species"] (0-100; 0 for an empty
+    barcode); uns["qc_metric_notes"]["other_species"] when no gene matches.
+    """
+    symbols = adata.var["gene_symbol"] if "gene_symbol" in adata.var else adata.var_names.to_series()
+    other = pd.Index(symbols.astype(str)).str.startswith(prefix)
+    adata.var["other_species"] = np.asarray(other)
+    totals = np.asarray(adata.X.sum(axis=1)).ravel().astype(float)
+    other_counts = np.asarray(adata.X[:, np.flatnonzero(other)].sum(axis=1)).ravel().astype(float)
+    adata.obs["pct_counts_other_species"] = 100 * other_counts / np.maximum(totals, 1)
+    if not other.any():
+        notes = dict(adata.uns.get("qc_metric_notes", {}))
+        notes["other_species"] = (
+            f"no gene starts with qc.other_species_prefix {prefix!r}; the check removes nothing"
+        )
+        adata.uns["qc_metric_notes"] = notes
+    return adata
+
+
+def other_species_threshold(adata: ad.AnnData, *, max_pct: float | None) -> dict:
+    """The fixed cap on % counts from the second species (qc.max_pct_other_species), with the
+    sample's median share, in the form of the other entries of thresholds.json."""
+    share = adata.obs["pct_counts_other_species"].to_numpy(dtype=float)
+    return {
+        "n_genes": int(adata.var["other_species"].sum()),
+        "median": float(np.median(share)) if share.size else None,
+        "lower": None,
+        "lower_source": "none",
+        "upper": None if max_pct is None else float(max_pct),
+        "upper_source": "none" if max_pct is None else "config qc.max_pct_other_species",
+    }
+
+
 def apply_thresholds(obs: pd.DataFrame, thresholds: dict) -> tuple[pd.Series, pd.Series]:
     """Return (qc_pass, fail_reason): reasons joined by ';' in a fixed order, '' for passing cells."""
     reasons = pd.DataFrame(index=obs.index)
     ordered = sorted(FAIL_REASONS.items(), key=lambda item: REMOVAL_REASONS.index(item[1]))
     for (metric, bound), reason in ordered:
+        if metric not in obs:  # pct_counts_other_species without qc.other_species_prefix
+            reasons[reason] = ""
+            continue
         limit = thresholds.get(metric, {}).get(bound)
         values = obs[metric].to_numpy(dtype=float)
         if limit is None:
@@ -265,8 +306,9 @@ def apply_thresholds(obs: pd.DataFrame, thresholds: dict) -> tuple[pd.Series, pd
 def run_qc(adata: ad.AnnData, *, qc_options: dict, overrides: dict | None = None) -> tuple[ad.AnnData, dict]:
     """Metrics, thresholds and pass/fail for one sample; returns (adata, thresholds).
 
-    Writes: what annotate_qc_metrics writes, and obs["qc_pass"] (bool), obs["fail_reason"]
-    (FAIL_REASONS joined by ';', '' for passing barcodes).
+    Writes: what annotate_qc_metrics writes (and annotate_other_species, when
+    qc.other_species_prefix is set), obs["qc_pass"] (bool), obs["fail_reason"] (FAIL_REASONS
+    joined by ';', '' for passing barcodes).
     """
     annotate_qc_metrics(
         adata,
@@ -275,6 +317,11 @@ def run_qc(adata: ad.AnnData, *, qc_options: dict, overrides: dict | None = None
         hb_pattern=qc_options.get("hb_pattern", r"^HB[ABDEGMQZ][0-9]?$"),
     )
     thresholds = compute_thresholds(adata.obs, qc_options=qc_options, overrides=overrides)
+    if qc_options.get("other_species_prefix"):
+        thresholds["pct_counts_other_species"] = other_species_threshold(
+            annotate_other_species(adata, prefix=qc_options["other_species_prefix"]),
+            max_pct=qc_options.get("max_pct_other_species"),
+        )
     qc_pass, fail_reason = apply_thresholds(adata.obs, thresholds)
     adata.obs["qc_pass"] = qc_pass.to_numpy()
     adata.obs["fail_reason"] = fail_reason.to_numpy()

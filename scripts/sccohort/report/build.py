@@ -78,18 +78,29 @@ def build_report(
     missing_inputs = input_checksums.loc[input_checksums["md5"] == "not found", "file"].tolist()
     if missing_inputs:
         warnings.append(f"Input file(s) no longer present, not checksummed: {', '.join(missing_inputs)}")
+    report_dir = Path(report_path).resolve().parent  # links to files are relative to it
     bodies = {
-        "qc": section_qc(
+        "qc": section_qc(data, inputs, sheet=sheet, report_dir=report_dir, max_points=max_points, seed=seed),
+        "integration": section_integration(
             data,
             inputs,
-            sheet=sheet,
-            report_dir=Path(report_path).resolve().parent,
+            config=config,
             max_points=max_points,
             seed=seed,
+            report_dir=report_dir,
+            warnings=warnings,
         ),
-        "integration": section_integration(data, inputs, config=config, max_points=max_points, seed=seed),
-        "clustering": section_clustering(data, inputs, max_points=max_points, seed=seed, warnings=warnings),
-        "de": section_de(inputs, config=config, contrasts=contrasts, top_genes=top_genes, warnings=warnings),
+        "clustering": section_clustering(
+            data, inputs, max_points=max_points, seed=seed, warnings=warnings, report_dir=report_dir
+        ),
+        "de": section_de(
+            inputs,
+            config=config,
+            contrasts=contrasts,
+            top_genes=top_genes,
+            warnings=warnings,
+            report_dir=report_dir,
+        ),
     }
     bodies["summary"] = section_summary(
         data,

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..pages import file_data_uri  # noqa: E402
-from ..plotting import figure_data_uri, scatter_categorical, short_label  # noqa: E402
-from .data import optional_path  # noqa: E402
+from ..pages import file_data_uri
+from ..plotting import figure_data_uri, plt, scatter_categorical, short_label  # plt: the shared set-up
+from .data import optional_path
 
 # (column of cells.tsv.gz, axis label, log scale) of the QC panel's rows.
 QC_METRICS = (
@@ -179,8 +175,11 @@ def plot_cells_kept(qc: pd.DataFrame):
     return fig
 
 
-def plot_cluster_sizes(counts: pd.DataFrame, colours: Mapping[str, str]):
-    """Cells per cluster, stacked by sample (counts: clusters x samples; colours: per sample)."""
+def plot_cluster_sizes(
+    counts: pd.DataFrame, colours: Mapping[str, str], *, labels: Mapping[str, str] | None = None
+):
+    """Cells per cluster, stacked by sample (counts: clusters x samples; colours: per sample);
+    `labels` (cluster -> cell type) go under the cluster ids."""
     fig, ax = plt.subplots(figsize=(max(7.0, 0.35 * len(counts) + 3.5), 3.8))
     bottom = np.zeros(len(counts))
     x = np.arange(len(counts))
@@ -189,8 +188,10 @@ def plot_cluster_sizes(counts: pd.DataFrame, colours: Mapping[str, str]):
         ax.bar(x, values, bottom=bottom, color=colours[sample], label=short_label(sample, 24), width=0.8)
         bottom += values
     ax.set_xticks(x)
-    ax.set_xticklabels(counts.index, fontsize=8)
-    ax.set_xlabel("cluster", fontsize=8)
+    labels = labels or {}
+    names = [f"{c} {short_label(str(labels[c]), 18)}" if labels.get(c) else str(c) for c in counts.index]
+    ax.set_xticklabels(names, fontsize=7, rotation=60 if labels else 0, ha="right" if labels else "center")
+    ax.set_xlabel("cluster (cell type)" if labels else "cluster", fontsize=8)
     ax.set_ylabel("cells", fontsize=8)
     ax.legend(
         fontsize=7,

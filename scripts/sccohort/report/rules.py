@@ -36,12 +36,19 @@ def report_html(
     annotation_key: str,
     checksum_paths: Mapping[str, str],
     log: logging.Logger,
+    composition_tests: Sequence[str] = (),
+    de_metadata: str | None = None,
+    qc_summary: str | None = None,
+    cluster_composition: str | None = None,
+    cell_types: str | None = None,
 ) -> None:
     """Write results/report.html from the stages' tables and figures.
 
     thresholds, cells, qc_pages: one path per sample (in `samples` order); de_dirs: one folder per
-    contrast (in `contrasts` order); sheet: the sample sheet as records; method_agreement and
-    de_summary: None when the workflow does not make them.
+    contrast (in `contrasts` order), and so composition_tests (results/composition/<contrast>.tsv, when
+    the DE stage runs); sheet: the sample sheet as records; method_agreement and
+    de_summary: None when the workflow does not make them; cluster_composition and cell_types:
+    the annotation's labels per cluster and per cell (None: the cluster table's labels only).
     """
     import pandas as pd
 
@@ -62,6 +69,8 @@ def report_html(
         markers=markers,
         cluster_dotplot=cluster_dotplot,
         cluster_annotation=cluster_annotation,
+        cluster_composition=cluster_composition or None,
+        cell_types=cell_types or None,
         missing_markers=missing_markers,
         composition=composition,
         composition_by_condition=composition_by_condition,
@@ -70,6 +79,9 @@ def report_html(
         method_agreement=method_agreement or None,
         de_summary=de_summary or None,
         de_dirs={c["name"]: d for c, d in zip(contrasts, de_dirs, strict=True)},
+        composition_tests={c["name"]: t for c, t in zip(contrasts, composition_tests, strict=False)},
+        de_metadata=de_metadata or None,
+        qc_summary=qc_summary or None,
     )
     text = build_report(
         inputs,

@@ -4,6 +4,7 @@ per sample, the cell-type annotation, marker genes and the composition per sampl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 from markupsafe import Markup
@@ -11,11 +12,15 @@ from markupsafe import Markup
 from ..errors import InputError
 from ..pages import table_data
 from ..plotting import palette
+from .columns import column_notes
 from .data import ReportData, ReportInputs, optional_path, read_tsv
 from .figures import figure_uri, plot_cluster_sizes, plot_umap_grid, stage_figure_uri, subsample
+from .links import FIGURE_SUFFIXES, file_links, folder_files
 from .render import render
 from .tables import (
     CLUSTER_ANNOTATION_COLUMNS,
+    CLUSTER_COMPOSITION_COLUMNS,
+    MARKER_COLUMNS,
     cell_type_per_cell,
     cluster_counts,
     cluster_sizes,
@@ -66,13 +71,19 @@ def sizes_part(data: ReportData, *, cluster_key: str) -> dict:
     clusters = natural_order(data.umap[cluster_key])
     samples = list(dict.fromkeys(data.qc["sample"]))
     counts = cluster_counts(data.umap, cluster_key, clusters, samples)
-    figure = figure_uri(plot_cluster_sizes(counts, palette(list(counts.columns))))
     sizes = cluster_sizes(counts, cluster_key, data.annotation_key, data.clusters)
-    return {"figure": figure, "table": table_data(sizes, "cluster-sizes")}
+    labels = dict(zip(sizes["cluster"], sizes["cell type"], strict=True)) if "cell type" in sizes else {}
+    figure = figure_uri(plot_cluster_sizes(counts, palette(list(counts.columns)), labels=labels))
+    return {
+        "figure": figure,
+        "table": table_data(sizes, "cluster-sizes"),
+        "notes": column_notes(sizes.columns),
+    }
 
 
 def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -> dict:
-    """The cluster annotation table, the methods' agreement and the absent markers.
+    """The cluster annotation table, the labels of each cluster's cells, the methods' agreement
+    and the absent markers.
 
     Appends a warning about the clusters labelled Unknown to `warnings` (the run summary's).
     """
@@ -86,13 +97,27 @@ def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -
         warnings.extend(found)
     clusters = data.clusters
     columns = [c for c in CLUSTER_ANNOTATION_COLUMNS if c in clusters]
+    composition = optional_path(inputs.cluster_composition)
+    composition_table = (
+        read_tsv(composition, dtype={"cluster": str, "label": str}) if composition is not None else None
+    )
     agreement = optional_path(inputs.method_agreement)
     missing = optional_path(inputs.missing_markers)
-    missing_table = read_tsv(missing, keep_default_na=False) if missing is not None else None
+    missing_table = read_tsv(missing) if missing is not None else None
     return {
         "warnings": found,
+        "notes": column_notes(columns),
         "table": table_data(clusters[columns], "cluster-annotation"),
         "searchable": len(clusters) > 15,
+        "composition": (
+            table_data(
+                composition_table[[c for c in CLUSTER_COMPOSITION_COLUMNS if c in composition_table]],
+                "cluster-composition",
+            )
+            if composition_table is not None and len(composition_table)
+            else None
+        ),
+        "composition_notes": column_notes(CLUSTER_COMPOSITION_COLUMNS),
         "agreement": table_data(read_tsv(agreement), "method-agreement") if agreement is not None else None,
         "missing_markers": (
             table_data(missing_table, "missing-markers")
@@ -107,10 +132,11 @@ def markers_part(inputs: ReportInputs) -> dict:
     top = None
     markers = optional_path(inputs.markers)
     if markers is not None:
-        table = read_tsv(markers, dtype={"cluster": str, "gene": str}, keep_default_na=False)
+        table = read_tsv(markers)
         if len(table):
             top = table_data(top_markers(table, 10), "cluster-markers")
     return {
+        "notes": column_notes(MARKER_COLUMNS),
         "celltype_dotplot": stage_figure_uri(inputs.celltype_dotplot),
         "cluster_dotplot": stage_figure_uri(inputs.cluster_dotplot),
         "top": top,
@@ -120,25 +146,46 @@ def markers_part(inputs: ReportInputs) -> dict:
 def composition_part(data: ReportData, inputs: ReportInputs, *, type_order: Sequence[str]) -> dict:
     """The annotation stage's composition figure and the % per sample and per condition."""
     by_sample = composition_by_sample(data.composition, type_order)
-    by_condition = None
+    by_condition, notes = None, []
     path = optional_path(inputs.composition_by_condition)
     if path is not None:
-        table = read_tsv(path, dtype={"condition": str, "cell_type": str}, keep_default_na=False)
+        table = read_tsv(path)
         if len(table):
-            by_condition = table_data(composition_by_condition(table), "composition-condition")
+            shown = composition_by_condition(table)
+            by_condition = table_data(shown, "composition-condition")
+            notes = column_notes(shown.columns)
     return {
+        "notes": notes,
         "figure": stage_figure_uri(inputs.composition_plot),
         "by_sample": table_data(by_sample, "composition-sample") if by_sample is not None else None,
         "by_condition": by_condition,
     }
 
 
+def stage_files(inputs: ReportInputs, report_dir: Path) -> list[dict]:
+    """Links to the annotation stage's tables and figures and the cohort's marker table."""
+    folder = Path(inputs.cluster_annotation).parent
+    tables = [
+        inputs.cluster_annotation,
+        inputs.cluster_composition,
+        inputs.cell_types,
+        inputs.composition,
+        inputs.composition_by_condition,
+        inputs.missing_markers,
+        inputs.method_agreement,
+        inputs.markers,
+    ]
+    return file_links([*tables, *folder_files(folder / "figures", FIGURE_SUFFIXES)], report_dir)
+
+
 def section_clustering(
-    data: ReportData, inputs: ReportInputs, *, max_points: int, seed: int, warnings: list
+    data: ReportData, inputs: ReportInputs, *, max_points: int, seed: int, warnings: list, report_dir: Path
 ) -> Markup:
     """The "Clustering and annotation" section; appends its warnings to `warnings`."""
     cluster_key = cluster_column(data, inputs.umap)
-    cell_types = cell_type_per_cell(data.umap, data.clusters, data.annotation_key)
+    per_cell = optional_path(inputs.cell_types)
+    cells = read_tsv(per_cell, dtype=str) if per_cell is not None else None
+    cell_types = cell_type_per_cell(data.umap, data.clusters, data.annotation_key, cells)
     type_order = cell_type_order(data.composition, cell_types)
     return render(
         "report_clustering.html.j2",
@@ -158,4 +205,5 @@ def section_clustering(
         annotation=annotation_part(data, inputs, warnings=warnings),
         markers=markers_part(inputs),
         composition=composition_part(data, inputs, type_order=type_order),
+        files=stage_files(inputs, report_dir),
     )
