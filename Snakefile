@@ -16,8 +16,8 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/annotation.smk"
 include: "workflow/rules/de.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/report.smk"
 
 
 # A few lines on what the checks of the rules files above looked at (snakemake -n shows them).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 from markupsafe import Markup
@@ -53,9 +54,10 @@ def overview(
     return [(label, _shown(value)) for label, value in pairs]
 
 
-def export_links(config: Mapping) -> list[dict[str, str]]:
-    """The exports the run writes (config export block), with links relative to report.html (in
-    the results folder): label, href and how to open it."""
+def export_links(config: Mapping, report_dir: Path) -> list[dict[str, str]]:
+    """The exports the run wrote (config export block; present in `report_dir`, which the rule
+    ensures by taking them as inputs), with links relative to report.html (in the results folder):
+    label, href and how to open it."""
     export = config.get("export") or {}
     links = []
     if export.get("cellbrowser", True):
@@ -77,7 +79,7 @@ def export_links(config: Mapping) -> list[dict[str, str]]:
                 "CELLxGENE Discover or cellxgene launch",
             }
         )
-    return links
+    return [link for link in links if (report_dir / link["href"]).exists()]
 
 
 def section_summary(
@@ -89,6 +91,7 @@ def section_summary(
     input_checksums: pd.DataFrame,
     warnings: Sequence[str],
     created: str,
+    report_dir: Path,
 ) -> Markup:
     """The "Run summary" section; `warnings` are every section's, collected before this one."""
     final = final_cells_per_sample(data.composition, data.umap)
@@ -108,5 +111,5 @@ def section_summary(
         versions=table_data(version_table, "versions", sortable=False),
         checksums=table_data(input_checksums, "checksums"),
         config_text=config_yaml(config),
-        exports=export_links(config),
+        exports=export_links(config, report_dir),
     )
