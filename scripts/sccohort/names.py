@@ -14,6 +14,19 @@ from .errors import InputError
 
 # The label of cells and clusters that match no cell type (annotation, report, DE).
 UNKNOWN = "Unknown"
+# Columns of results/annotation/cluster_composition.tsv (annotate writes it, the report reads it):
+# each cluster's cells per label, and why.
+CLUSTER_COMPOSITION_COLUMNS = (
+    "cluster",
+    "label",
+    "lineage",
+    "n_cells",
+    "fraction",
+    "mean_confidence",
+    "cell_agreement",
+    "reason",
+    "supporting_markers",
+)
 # obs columns of the per-cell marker scores: "score_<cell type>".
 SCORE_PREFIX = "score_"
 # 10x feature type of the genes sccohort analyses.

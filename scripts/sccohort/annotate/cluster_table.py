@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..names import UNKNOWN
+from ..names import CLUSTER_COMPOSITION_COLUMNS, UNKNOWN
 from .scores import cluster_order
 
 LOG = logging.getLogger("sccohort")
@@ -90,17 +90,6 @@ CLUSTER_COLUMNS = [
     "mean_confidence",
     "reason",
 ]
-COMPOSITION_COLUMNS = [
-    "cluster",
-    "label",
-    "lineage",
-    "n_cells",
-    "fraction",
-    "mean_confidence",
-    "cell_agreement",
-    "reason",
-    "supporting_markers",
-]
 
 
 def cluster_composition(cells: pd.DataFrame, clusters: pd.Series, *, order: Sequence[str]) -> pd.DataFrame:
@@ -131,7 +120,7 @@ def cluster_composition(cells: pd.DataFrame, clusters: pd.Series, *, order: Sequ
                     group["reason"].value_counts().index[0],
                 )
             )
-    return pd.DataFrame(rows, columns=COMPOSITION_COLUMNS[:-1])
+    return pd.DataFrame(rows, columns=list(CLUSTER_COMPOSITION_COLUMNS[:-1]))
 
 
 def cluster_summary(composition: pd.DataFrame, cells: pd.DataFrame, clusters: pd.Series) -> pd.DataFrame:

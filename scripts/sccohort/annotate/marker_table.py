@@ -120,15 +120,7 @@ def _checked_parents(table: pd.DataFrame, path: Path) -> pd.Series:
     """The parent column with each type's one parent on all of its rows ("" = none); InputError
     for a type with two parents, a parent named Unknown or with '/', or a type that is its own
     ancestor. A parent may be a cell type of the table (a lineage with markers of its own)."""
-    parent = table["parent"].fillna("").str.strip()
-    for cell_type, values in parent.groupby(table["cell_type"], sort=False):
-        names = set(values) - {""}
-        if len(names) > 1:
-            raise InputError(
-                f"Marker table {path}: cell type {cell_type} has more than one parent ({', '.join(sorted(names))}); "
-                "give each cell type one parent (or none)."
-            )
-        parent.loc[table["cell_type"] == cell_type] = names.pop() if names else ""
+    parent = _one_per_type(table, "parent", path, fix="give each cell type one parent (or none)")
     bad = sorted(p for p in set(parent) - {""} if p == UNKNOWN or "/" in p)
     if bad:
         raise InputError(
@@ -160,15 +152,22 @@ def _checked_cl_ids(table: pd.DataFrame, path: Path) -> pd.Series:
             f"Marker table {path}: cl_id {bad.iloc[0]!r} of cell type {row['cell_type']} is not a Cell Ontology id "
             "(CL: and seven digits, e.g. CL:0000236 for B cell); leave it empty if the type has none."
         )
-    for cell_type, values in cl_id.groupby(table["cell_type"], sort=False):
-        ids = set(values) - {""}
-        if len(ids) > 1:
+    return _one_per_type(table, "cl_id", path, fix="give each cell type one Cell Ontology id")
+
+
+def _one_per_type(table: pd.DataFrame, column: str, path: Path, *, fix: str) -> pd.Series:
+    """`column` (stripped, "" = none) with each cell type's one value on all of its rows;
+    InputError naming the type when its rows give two values."""
+    values = table[column].fillna("").str.strip()
+    for cell_type, of_type in values.groupby(table["cell_type"], sort=False):
+        names = set(of_type) - {""}
+        if len(names) > 1:
             raise InputError(
-                f"Marker table {path}: cell type {cell_type} has more than one cl_id ({', '.join(sorted(ids))}); "
-                "give each cell type one Cell Ontology id."
+                f"Marker table {path}: cell type {cell_type} has more than one {column} "
+                f"({', '.join(sorted(names))}); {fix}."
             )
-        cl_id.loc[table["cell_type"] == cell_type] = ids.pop() if ids else ""
-    return cl_id
+        values.loc[table["cell_type"] == cell_type] = names.pop() if names else ""
+    return values
 
 
 def cl_ids_of(markers: pd.DataFrame) -> dict[str, str]:

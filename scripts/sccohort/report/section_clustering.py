@@ -19,7 +19,7 @@ from .links import FIGURE_SUFFIXES, file_links, folder_files
 from .render import render
 from .tables import (
     CLUSTER_ANNOTATION_COLUMNS,
-    CLUSTER_COMPOSITION_COLUMNS,
+    CLUSTER_COMPOSITION_SHOWN,
     MARKER_COLUMNS,
     cell_type_per_cell,
     cluster_counts,
@@ -111,13 +111,13 @@ def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -
         "searchable": len(clusters) > 15,
         "composition": (
             table_data(
-                composition_table[[c for c in CLUSTER_COMPOSITION_COLUMNS if c in composition_table]],
+                composition_table[[c for c in CLUSTER_COMPOSITION_SHOWN if c in composition_table]],
                 "cluster-composition",
             )
             if composition_table is not None and len(composition_table)
             else None
         ),
-        "composition_notes": column_notes(CLUSTER_COMPOSITION_COLUMNS),
+        "composition_notes": column_notes(CLUSTER_COMPOSITION_SHOWN),
         "agreement": table_data(read_tsv(agreement), "method-agreement") if agreement is not None else None,
         "missing_markers": (
             table_data(missing_table, "missing-markers")

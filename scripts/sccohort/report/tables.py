@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..names import REMOVAL_REASONS, UNKNOWN, leiden_key
+from ..names import CLUSTER_COMPOSITION_COLUMNS, REMOVAL_REASONS, UNKNOWN, leiden_key
 from ..pages import format_number
 
 # Columns of cluster_annotation.tsv, marker and DE tables the report shows (in this order, where present).
@@ -33,16 +33,8 @@ CLUSTER_ANNOTATION_COLUMNS = (
     "reason",
 )
 # Columns of cluster_composition.tsv the report shows (one row per cluster and label).
-CLUSTER_COMPOSITION_COLUMNS = (
-    "cluster",
-    "label",
-    "n_cells",
-    "fraction",
-    "mean_confidence",
-    "cell_agreement",
-    "reason",
-    "supporting_markers",
-)
+# cluster_composition.tsv as the report shows it (the lineage is in the cell type's name)
+CLUSTER_COMPOSITION_SHOWN = tuple(c for c in CLUSTER_COMPOSITION_COLUMNS if c != "lineage")
 MARKER_COLUMNS = ("cluster", "rank", "gene", "score", "logfoldchange", "pval_adj", "pct_in", "pct_out")
 DE_GENE_COLUMNS = (
     "gene",
