@@ -28,7 +28,10 @@ ANNOTATION_LABEL_COLUMNS = {
     "markers": "cell_type",
     "celltypist": "cell_type_celltypist",
     "reference": "cell_type_reference",
+    "consensus": "cell_type_consensus",
 }
+# Written by the marker method for every cell: the lineage above its cell type.
+LINEAGE_COLUMN = "cell_type_lineage"
 
 
 # What the workflow writes directly under `results` (its stages' folders and the report).
@@ -174,8 +177,9 @@ def _refuse_missing_values(
 
 def de_group_columns(config: Mapping, samples: pd.DataFrame) -> list[str]:
     """The obs columns of the annotated cohort that de.group_by may name: the annotation's label
-    columns (cell_type, and one per optional method configured), leiden_<res> of every clustered
-    resolution, and the sheet's covariate columns that are not design variables or the sample id."""
+    columns (cell_type, cell_type_lineage, one per optional method configured and, with more than
+    one method, cell_type_consensus), leiden_<res> of every clustered resolution, and the sheet's
+    covariate columns that are not design variables or the sample id."""
     from .de import design_variables
     from .sheet import covariate_columns
 
@@ -187,7 +191,10 @@ def de_group_columns(config: Mapping, samples: pd.DataFrame) -> list[str]:
     leiden = [leiden_key(r) for r in (config.get("cohort") or {}).get("leiden_resolutions", [])]
     design = set(design_variables((config.get("de") or {}).get("design", "~ condition")))
     sheet = [c for c in covariate_columns(samples) if c != "sample" and c not in design]
-    return _unique([ANNOTATION_LABEL_COLUMNS[m] for m in methods] + leiden + sheet)
+    if len(methods) > 1:
+        methods.append("consensus")
+    labels = [ANNOTATION_LABEL_COLUMNS[m] for m in methods] + [LINEAGE_COLUMN]
+    return _unique(labels + leiden + sheet)
 
 
 def check_de_group_by(config: Mapping, samples: pd.DataFrame) -> None:

@@ -122,7 +122,7 @@ def test_de_group_by_accepts_columns_the_cohort_will_have(group_by):
     [
         (
             "celltype",
-            r"de.group_by 'celltype' is not a column.*cell_type, leiden_0.25, leiden_0.5, leiden_1.0",
+            r"de.group_by 'celltype' is not a column.*cell_type, cell_type_lineage, leiden_0.25, leiden_0.5, leiden_1.0",
         ),
         ("leiden_0.7", "is not a column the annotated cohort will have"),
         ("cell_type_celltypist", "is not a column"),  # no CellTypist model configured
@@ -137,13 +137,18 @@ def test_de_group_by_that_no_obs_column_matches_is_refused(group_by, message):
 
 def test_de_group_columns_follow_the_annotation_methods():
     config = config_with(annotation={"celltypist_model": "model.pkl"})
-    assert "cell_type_celltypist" in config_checks.de_group_columns(config, sheet())
+    columns = config_checks.de_group_columns(config, sheet())
+    assert {"cell_type", "cell_type_lineage", "cell_type_celltypist", "cell_type_consensus"} <= set(columns)
+    alone = config_checks.de_group_columns(config_with(), sheet())
+    assert "cell_type_celltypist" not in alone and "cell_type_consensus" not in alone  # markers alone
 
 
 def test_annotation_label_columns_agree_with_the_annotation_stage():
+    from sccohort.annotate.marker_method import OBS_COLUMNS
     from sccohort.annotate.stage import LABEL_COLUMNS
 
     assert config_checks.ANNOTATION_LABEL_COLUMNS == LABEL_COLUMNS
+    assert config_checks.LINEAGE_COLUMN in OBS_COLUMNS
 
 
 def test_repeated_leiden_resolution_is_refused():

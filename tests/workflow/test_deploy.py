@@ -56,7 +56,8 @@ def test_documented_project_folder_runs_qc_on_shallow_data(tmp_path):
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     project = work / "myproject"
     assert (project / "profiles" / "default" / "config.yaml").is_file()
-    assert f'"{clone}/Snakefile"' in (project / "workflow" / "Snakefile").read_text()
+    # the catalog entry point, workflow/Snakefile, is what snakedeploy names (the sed points it at the clone)
+    assert f'"{clone}/workflow/Snakefile"' in (project / "workflow" / "Snakefile").read_text()
     config = yaml.safe_load((project / "config" / "config.yaml").read_text())
     assert config["de"]["contrasts"] == [] and config["samples"] == "config/samples.tsv"
     assert not (project / "config" / "template").exists()

@@ -31,6 +31,10 @@ COHORT_RULES = {
     "de_pseudobulk",
     "de_contrast",
     "de_summary",
+    "composition_test",
+    "qc_summary",
+    "export_cellxgene",
+    "export_cellbrowser",
     "report_html",
     "multiqc_content",
     "all",
@@ -89,6 +93,13 @@ def test_adding_a_contrast_redoes_de_and_the_report_only(finished):
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     jobs = planned_jobs(project)
-    assert sorted(rule for rule, _ in jobs) == ["all", "de_contrast", "de_summary", "report_html"], jobs
-    # the contrast that was there is not tested again
-    assert [w for rule, w in jobs if rule == "de_contrast"] == [{"contrast": "Normal_vs_COVID19"}]
+    assert sorted(rule for rule, _ in jobs) == [
+        "all",
+        "composition_test",
+        "de_contrast",
+        "de_summary",
+        "report_html",
+    ], jobs
+    # the contrast that was there is not tested again, neither its DE nor its composition test
+    for rule in ("de_contrast", "composition_test"):
+        assert [w for r, w in jobs if r == rule] == [{"contrast": "Normal_vs_COVID19"}], jobs

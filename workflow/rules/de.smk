@@ -163,6 +163,7 @@ rule composition_test:
         runtime=runtime_from_input(5, 0.01),
     params:
         contrast=de_contrast,
-        de=config["de"],
+        # as de_contrast: without the contrast list, so adding a contrast reruns no other's test
+        de={key: value for key, value in config["de"].items() if key != "contrasts"},
     script:
         "../../scripts/composition_test.py"
