@@ -6,7 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import make_full_run_project, make_project, run_workflow, subsample_example
+from helpers import (
+    make_full_run_project,
+    make_pilot_project,
+    make_project,
+    run_pilot,
+    run_workflow,
+    subsample_example,
+)
 
 
 @pytest.fixture(scope="session")
@@ -25,26 +32,25 @@ def project_factory(tmp_path_factory):
     return factory
 
 
-@pytest.fixture(scope="session")
-def full_run(tmp_path_factory, worker_id) -> Path:
-    """One whole-workflow run (rule all, --cores 2) on make_full_run_project, shared by the tests
-    that read it, also across pytest-xdist workers: the first worker that needs it runs it under a
-    file lock, the others wait for it and read the same folder."""
+def shared_run(name: str, build, tmp_path_factory, worker_id) -> Path:
+    """The project folder `build(folder)` makes, made once per test session and shared by the
+    tests that read it, also across pytest-xdist workers: the first worker that needs it builds
+    it under a file lock, the others wait for it and read the same folder."""
     if worker_id == "master":  # no xdist
-        project = make_full_run_project(tmp_path_factory.mktemp("full_run"))
-        run_workflow(project)
+        project = tmp_path_factory.mktemp(name)
+        build(project)
         return project
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp().parent  # one folder for all workers of this session
-    project, done, failed = shared / "full_run", shared / "full_run.done", shared / "full_run.failed"
-    with FileLock(str(shared / "full_run.lock")):
+    project, done, failed = shared / name, shared / f"{name}.done", shared / f"{name}.failed"
+    with FileLock(str(shared / f"{name}.lock")):
         if failed.exists():  # do not run (and fail) it a second time on another worker
-            raise AssertionError(f"full_run failed on another worker:\n{failed.read_text()}")
+            raise AssertionError(f"{name} failed on another worker:\n{failed.read_text()}")
         if not done.exists():
             shutil.rmtree(project, ignore_errors=True)
             try:
-                run_workflow(make_full_run_project(project))
+                build(project)
             except AssertionError as error:
                 failed.write_text(str(error))
                 raise
@@ -52,10 +58,34 @@ def full_run(tmp_path_factory, worker_id) -> Path:
     return project
 
 
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory, worker_id) -> Path:
+    """One whole-workflow run (rule all, --cores 2) on make_full_run_project, shared (shared_run)."""
+    return shared_run(
+        "full_run", lambda p: run_workflow(make_full_run_project(p)), tmp_path_factory, worker_id
+    )
+
+
+@pytest.fixture(scope="session")
+def pilot_run(tmp_path_factory, worker_id) -> Path:
+    """The one-sample pilot with unusual and hostile names, run whole (helpers.run_pilot), shared
+    (shared_run); second_snakemake.json in it holds what a second snakemake started in the same
+    folder during the run said."""
+    return shared_run("pilot_run", lambda p: run_pilot(make_pilot_project(p)), tmp_path_factory, worker_id)
+
+
 # Modules run first under pytest-xdist (`make test`: -n 2 --dist loadfile, scopes in this order):
 # the SLURM runs spend most of their time waiting for the scheduler and the kill/resume run is
 # single-core, so other tests fill the second core while they run; they ask for full_run last.
 FIRST_MODULES = ("test_slurm.py", "test_reliability.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Tell helpers.run_workflow whether this test (and the fixtures it sets up) may run jobs."""
+    import helpers
+
+    helpers.RUNNING_SLOW_TEST = item.get_closest_marker("slow") is not None
 
 
 def pytest_collection_modifyitems(config, items):

@@ -133,8 +133,17 @@ def workflow_env() -> dict[str, str]:
     return {**os.environ, "PYTHONHASHSEED": "0", "NUMBA_CACHE_DIR": str(NUMBA_CACHE)}
 
 
+# Whether the running test is marked slow (set by conftest.py for each test). A run that executes
+# jobs is an end-to-end run and belongs to a slow test, so that `make test-fast` (-m "not slow")
+# runs none; dry runs (-n) are cheap and allowed anywhere.
+RUNNING_SLOW_TEST = True
+
+
 def run_workflow(project: Path, *targets: str, cores: int = 2, extra=(), check: bool = True):
     """Run the repository's workflow in `project`; return the CompletedProcess (output captured)."""
+    dry = any(arg in ("-n", "--dry-run", "--dryrun") for arg in (*targets, *extra))
+    if not dry and not RUNNING_SLOW_TEST:
+        raise AssertionError("a workflow run that executes jobs, in a test not marked slow: mark it slow")
     command = [
         str(Path(sys.executable).parent / "snakemake"),
         "--snakefile",
@@ -162,6 +171,95 @@ def make_full_run_project(root: Path) -> Path:
     full_run's on another xdist worker.
     """
     return make_project(root)
+
+
+# The one-sample pilot (README: "a one-sample pilot runs"): qc.min_samples_kept 1, DE off, and the
+# names that used to trip pandas, matplotlib or the HTML: the sample id NA and the batch null
+# (pandas reads both as missing), the donor None, markup in the condition and in two marker-table
+# cell types (report.synthetic's hostile names), and mathtext matplotlib cannot parse ("$x^$",
+# "$\\undefined$") in the condition and a cell type.
+PILOT_SAMPLE, PILOT_DONOR, PILOT_BATCH = "NA", "None", "null"
+PILOT_CELL_TYPE_DOLLAR = "CD4 $\\undefined$ T"
+
+
+def pilot_names() -> dict[str, str]:
+    """The pilot's condition and renamed marker-table cell types (marker table name -> new name)."""
+    from report.synthetic import HOSTILE_CONDITION, HOSTILE_TYPE, HOSTILE_TYPE_2
+
+    return {
+        "condition": f"{HOSTILE_CONDITION} $x^$",
+        "NK": HOSTILE_TYPE,
+        "B": HOSTILE_TYPE_2,
+        "CD4_T": PILOT_CELL_TYPE_DOLLAR,
+    }
+
+
+def make_pilot_project(root: Path, n_cells: int = 500) -> Path:
+    """One bundled sample as the pilot (see PILOT_SAMPLE), unrun."""
+    names = pilot_names()
+    project = make_project(
+        root,
+        samples=("nCoV_PBMC_1",),
+        n_cells=n_cells,
+        config_overrides={
+            "qc": {"min_samples_kept": 1},
+            "de": {"contrasts": []},
+            "annotation": {"markers": "config/markers.tsv"},
+        },
+    )
+    (project / "data" / "nCoV_PBMC_1").rename(project / "data" / PILOT_SAMPLE)
+    sheet = pd.DataFrame(
+        [
+            {
+                "sample": PILOT_SAMPLE,
+                "path": f"data/{PILOT_SAMPLE}",
+                "condition": names["condition"],
+                "donor": PILOT_DONOR,
+                "batch": PILOT_BATCH,
+            }
+        ]
+    )
+    sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False)
+    markers = pd.read_csv(
+        REPO / "workflow" / "resources" / "markers" / "human_pbmc.tsv", sep="\t", comment="#"
+    )
+    markers["cell_type"] = markers["cell_type"].replace({k: v for k, v in names.items() if k != "condition"})
+    markers.to_csv(project / "config" / "markers.tsv", sep="\t", index=False)
+    return project
+
+
+def run_pilot(project: Path, timeout_s: int = 3600) -> Path:
+    """Rule all on `project` (--cores 2, --rerun-incomplete as profiles/default sets it); once its
+    first job runs, a second identical snakemake is started in the same folder, as a user might by
+    mistake. Its exit code and output go to second_snakemake.json; the first run must succeed."""
+    import json
+    import time
+
+    command = [
+        str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
+        "--workflow-profile", "none", "--cores", "2", "--rerun-incomplete",
+    ]  # fmt: skip
+    with (project / "run.log").open("w") as log:
+        first = subprocess.Popen(
+            command, cwd=project, stdout=log, stderr=subprocess.STDOUT, env=workflow_env()
+        )
+        try:
+            started = project / "logs" / "qc" / PILOT_SAMPLE / "load_sample.log"
+            deadline = time.monotonic() + timeout_s
+            while not started.exists() and first.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            second = subprocess.run(command, cwd=project, capture_output=True, text=True, env=workflow_env())
+            overlapped = started.exists() and first.poll() is None  # the first ran all along
+            code = first.wait(timeout=timeout_s)
+        finally:
+            if first.poll() is None:
+                first.kill()
+    if code != 0:
+        raise AssertionError(f"the pilot run failed ({code}):\n{(project / 'run.log').read_text()[-8000:]}")
+    record = {"overlapped": overlapped, "returncode": second.returncode}
+    record["output"] = second.stdout + second.stderr
+    (project / "second_snakemake.json").write_text(json.dumps(record))
+    return project
 
 
 def copy_project(source: Path, destination: Path) -> Path:

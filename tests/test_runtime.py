@@ -45,3 +45,25 @@ def test_known_harmless_warnings_are_filtered_once_and_others_kept(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Transforming to str index" not in result.stderr
     assert "something new" in result.stderr
+
+
+def test_tables_read_back_as_written(tmp_path):
+    """write_table / read_table: names pandas reads as missing (NA, None, null, nan) stay text,
+    name columns stay text ("01", cluster "0"), an empty number is NaN, an empty name is ""."""
+    import numpy as np
+    import pandas as pd
+    from sccohort.runtime import read_table, write_table
+
+    table = pd.DataFrame(
+        {
+            "sample": ["NA", "01", "null"],
+            "condition": ["None", "nan", ""],
+            "leiden_0.5": ["0", "1", "10"],
+            "score": [1.5, np.nan, 3.0],
+        }
+    )
+    write_table(table, tmp_path / "t.tsv.gz")
+    back = read_table(tmp_path / "t.tsv.gz")
+    assert back[["sample", "condition", "leiden_0.5"]].equals(table[["sample", "condition", "leiden_0.5"]])
+    assert back["score"].isna().tolist() == [False, True, False]
+    assert read_table(tmp_path / "t.tsv.gz", dtype=str)["score"].tolist() == ["1.5", "", "3.0"]

@@ -20,6 +20,30 @@ SCORE_PREFIX = "score_"
 GENE_EXPRESSION = "Gene Expression"
 # Sample-sheet columns stored as categoricals in the merged object and its UMAP tables.
 SHEET_CATEGORICALS = ("sample", "condition", "donor", "batch")
+# Columns of the workflow's own tables that hold names (runtime.read_table reads them as text, so
+# sample "01" stays "01" and cluster "0" stays "0"); leiden_<res> columns are text too.
+TEXT_COLUMNS = (
+    *SHEET_CATEGORICALS,
+    "barcode",
+    "cluster",
+    "gene",
+    "gene_id",
+    "gene_symbol",
+    "cell_type",
+    "label",
+    "parent",
+    "group",
+    "group_file",
+    "contrast",
+    "factor",
+    "test",
+    "reference",
+    "status",
+    "reason",
+    "fail_reason",
+    "graph",
+    "batch_key",
+)
 # Reasons in cells.tsv.gz's fail_reason, in the order they are joined with ';'.
 REMOVAL_REASONS = (
     "low_counts",
@@ -76,19 +100,24 @@ def colours_key(key: str) -> str:
     return f"{key}_colors"
 
 
+SAFE_NAME_LENGTH = 100
+
+
 def safe_name(name: object) -> str:
     """A file-name-safe version of a group, level or contrast name.
 
     Every run of characters other than letters, digits, '.', '_' and '-' becomes one '_',
     '_' runs are collapsed, and leading/trailing '_', '.' and '-' are stripped, so
     "CD14 Mono" -> "CD14_Mono", "CD4+ T cells" -> "CD4_T_cells", "B cells (naive)" ->
-    "B_cells_naive". A name with nothing left becomes "group". The result never contains
+    "B_cells_naive". A name with nothing left becomes "group"; a longer one is cut at
+    SAFE_NAME_LENGTH characters. The result never contains
     "__" (the pseudobulk id separator). Different names can map to the same safe name;
     safe_names() makes a set of them unique.
     """
     text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name))
     text = re.sub(r"_+", "_", text).strip("_.-")
-    return text or "group"
+    # at most SAFE_NAME_LENGTH characters: a file name (with suffixes) must stay under 255 bytes
+    return text[:SAFE_NAME_LENGTH].rstrip("_.-") or "group"
 
 
 def safe_names(names: Iterable[object], reserved: Iterable[str] = RESERVED_NAMES) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Plotting shared by every stage: one palette, one categorical scatter, one atomic save.
+"""Plotting shared by every stage: one palette, one categorical scatter, one atomic save, and
+labels drawn as written (matplotlib's maths parsing of "$...$" is off for the whole process).
 
 The palette is scanpy's default for categoricals (``scanpy.plotting.palettes``: 20, 28 or 102
 colours by the number of categories) with `Unknown` in light grey, and `store_colours` writes it
@@ -15,6 +16,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+# Labels are user strings (sample, condition, donor, cell-type and gene names) shown as written: with
+# maths parsing on, matplotlib reads "$...$" in a label as mathtext and a name such as "IL-2$^hi"
+# or "$\\undefined$" fails at savefig. Every stage's figures import this module before drawing.
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

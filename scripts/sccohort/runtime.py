@@ -117,6 +117,34 @@ def write_table(df, path: str | os.PathLike, index: bool = False) -> None:
         df.to_csv(tmp, sep="\t", index=index, compression=compression)
 
 
+def read_table(path: str | os.PathLike, *, dtype=None, **options):
+    """Read back a TSV the workflow wrote with write_table (gzipped when the name ends in .gz).
+
+    Values come back as written, whatever their text: a sample, condition, donor, cell type or
+    gene named NA, None, null or nan stays that text (pandas' default reads those as missing).
+    Name columns (names.TEXT_COLUMNS, leiden_<res>, every column with dtype=str) are text, an
+    empty field in them is "" ; in the other columns an empty field (how write_table writes a
+    missing number) is NaN. `dtype` (a dict) adds to or overrides the text columns; other options
+    go to pandas.read_csv (usecols, index_col, ...).
+    """
+    import pandas as pd
+
+    from .names import TEXT_COLUMNS
+
+    sep = options.pop("sep", "\t")
+    header = pd.read_csv(path, sep=sep, nrows=0).columns
+    if dtype is str:
+        text = set(header)
+    else:
+        dtype = {
+            **{c: str for c in header if c in TEXT_COLUMNS or str(c).startswith("leiden_")},
+            **(dtype or {}),
+        }
+        text = {c for c, kind in dtype.items() if kind is str}
+    na_values = {c: [""] for c in header if c not in text}
+    return pd.read_csv(path, sep=sep, dtype=dtype, keep_default_na=False, na_values=na_values, **options)
+
+
 def write_h5ad(adata, path: str | os.PathLike) -> None:
     """Write an AnnData atomically (lzf: fast, and a fraction of gzip's write time)."""
     with atomic_path(path) as tmp:

@@ -14,6 +14,7 @@ import pandas as pd
 from .errors import InputError
 
 SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_ID_LENGTH = 100
 REQUIRED_COLUMNS = ("sample", "path", "condition", "donor")
 # Optional columns with a meaning to the workflow; every other column is a covariate.
 OVERRIDE_COLUMNS = {
@@ -40,21 +41,43 @@ RESERVED_COLUMNS = (
 
 
 def read_sample_sheet(path: str | Path) -> pd.DataFrame:
-    """Read the sheet as strings (ids like 01 or 1e5 must not become numbers)."""
+    """Read the sheet as strings (ids like 01 or 1e5 must not become numbers, NA stays "NA").
+
+    The header is taken as written: pandas would rename a second `condition` column to
+    `condition.1` (which then became a covariate of its own), so the header row is read as data
+    and check_sample_sheet refuses repeated names. A row with more fields than the header is
+    refused too (pandas would silently take the first column as the index). A UTF-8 byte-order
+    mark (Excel's "UTF-8 CSV") is dropped.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            f"Sample sheet {path} is a folder: set 'samples:' in the config to the sheet's TSV file."
+        )
     if not path.is_file():
         raise InputError(f"Sample sheet {path} does not exist: create it or set 'samples:' in the config.")
     try:
-        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+        table = pd.read_csv(
+            path, sep="\t", header=None, dtype=str, keep_default_na=False, comment=None, encoding="utf-8-sig"
+        )
     except pd.errors.EmptyDataError:
         raise InputError(f"Sample sheet {path} is empty: it needs a header line and one row per sample.")
     except pd.errors.ParserError as exc:
         raise InputError(
-            f"Sample sheet {path} is not a valid tab-separated table ({exc}); check for stray tabs."
+            f"Sample sheet {path} is not a valid tab-separated table ({exc}); check for stray tabs "
+            "(every line needs as many fields as the header)."
         )
-    sheet.columns = [str(c).strip() for c in sheet.columns]
-    sheet = sheet.apply(lambda col: col.str.strip())
-    return sheet
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"Sample sheet {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 "
+            "(in Excel: 'Unicode Text' or 'CSV UTF-8', then tab-separated)."
+        )
+    table = table.fillna("").apply(lambda col: col.str.strip())
+    sheet = table.iloc[1:].copy()
+    sheet.columns = [str(c) for c in table.iloc[0]]
+    sheet.index = sheet.index - 1  # row i is line i + 2 of the file, as check_sample_sheet names it
+    # a line of tabs only (an emptied row in a spreadsheet) is no sample
+    return sheet[(sheet != "").any(axis=1)]
 
 
 def check_sample_sheet(sheet: pd.DataFrame, path: str | Path, workdir: str | Path = ".") -> pd.DataFrame:
@@ -71,10 +94,17 @@ def check_sample_sheet(sheet: pd.DataFrame, path: str | Path, workdir: str | Pat
             f"Sample sheet {path} lacks the required column(s) {', '.join(missing)}; "
             f"it has {', '.join(sheet.columns)}. Add them (see config/README.md)."
         )
-    duplicated_columns = sheet.columns[sheet.columns.duplicated()].tolist()
+    duplicated_columns = list(dict.fromkeys(sheet.columns[sheet.columns.duplicated()]))
     if duplicated_columns:
         raise InputError(
-            f"Sample sheet {path} has the column(s) {', '.join(duplicated_columns)} more than once."
+            f"Sample sheet {path} has the column(s) {', '.join(map(repr, duplicated_columns))} more than once; "
+            "keep one of each (the workflow would not know which one to use)."
+        )
+    if "" in sheet.columns:
+        position = list(sheet.columns).index("") + 1
+        raise InputError(
+            f"Sample sheet {path}: column {position} of the header line has no name (a stray tab?); "
+            "name the column or delete it."
         )
     clashes = [c for c in sheet.columns if c in RESERVED_COLUMNS]
     if clashes:
@@ -113,6 +143,7 @@ def check_sample_sheet(sheet: pd.DataFrame, path: str | Path, workdir: str | Pat
             f"Sample sheet {path}: sample id {duplicated.iloc[0]!r} appears more than once (lines {lines}); "
             "sample ids must be unique."
         )
+    _check_ids_as_file_names(sheet, path)
     for i, row in sheet.iterrows():
         input_path = Path(row["path"])
         if not input_path.is_absolute():
@@ -122,11 +153,50 @@ def check_sample_sheet(sheet: pd.DataFrame, path: str | Path, workdir: str | Pat
                 f"{where(i, 'path')}: input {row['path']!r} of sample {row['sample']!r} does not exist "
                 f"(relative paths are relative to {Path(workdir).resolve()}); fix the path."
             )
+    _check_distinct_inputs(sheet, path, workdir)
     sheet = sheet.copy()
     if "batch" not in sheet.columns:
         sheet["batch"] = ""
     sheet["batch"] = sheet["batch"].where(sheet["batch"] != "", sheet["sample"])
     return sheet.set_index("sample", drop=False)
+
+
+def _check_ids_as_file_names(sheet: pd.DataFrame, path: Path) -> None:
+    """Sample ids become folder names (results/qc/<sample>/): at most MAX_ID_LENGTH characters, and
+    no two that differ only in case (one folder on macOS's and Windows' case-insensitive disks)."""
+    for i, sample in sheet["sample"].items():
+        if len(sample) > MAX_ID_LENGTH:
+            raise InputError(
+                f"Sample sheet {path}, line {i + 2}, column 'sample': sample id {sample[:20]!r}... is {len(sample)} "
+                f"characters long; use at most {MAX_ID_LENGTH} (it becomes part of file names)."
+            )
+    folded = sheet["sample"].str.lower()
+    clash = folded[folded.duplicated(keep=False)]
+    if not clash.empty:
+        first = sheet.loc[clash.index, "sample"].tolist()
+        raise InputError(
+            f"Sample sheet {path}: sample ids {', '.join(map(repr, first))} differ only in upper/lower case; on a "
+            "case-insensitive disk (macOS, Windows) their result folders would be one. Rename one of them."
+        )
+
+
+def _check_distinct_inputs(sheet: pd.DataFrame, path: Path, workdir: str | Path) -> None:
+    """InputError when two rows read the same input (the same file after resolving `..` and
+    symbolic links, with the same reader columns genome and counts_layer): the same cells would
+    enter the cohort twice under two sample ids."""
+    seen: dict[tuple, int] = {}
+    for i, row in sheet.iterrows():
+        input_path = Path(row["path"])
+        resolved = (input_path if input_path.is_absolute() else Path(workdir) / input_path).resolve()
+        key = (resolved, *(row.get(column, "") for column in READER_COLUMNS))
+        if key in seen:
+            first = seen[key]
+            raise InputError(
+                f"Sample sheet {path}, lines {first + 2} and {i + 2}: samples {sheet.loc[first, 'sample']!r} and "
+                f"{row['sample']!r} read the same input {row['path']!r}; each sample needs its own count "
+                "matrix (fix the path, or delete the repeated row)."
+            )
+        seen[key] = i
 
 
 def covariate_columns(sheet: pd.DataFrame) -> list[str]:

@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sccohort.cohort import diagnostics as im
+from sccohort.cohort.cluster import graph_distances
 
 
 def _metrics(adata):
     info = adata.uns["cohort"]
-    graphs = {"uncorrected": adata.obsp[f"{info['uncorrected_neighbors_key']}_distances"]}
+    graphs = {"uncorrected": graph_distances(adata, info["uncorrected_neighbors_key"])}
     if info["integration"] == "harmony":
-        graphs["harmony"] = adata.obsp["distances"]
+        graphs["harmony"] = graph_distances(adata, "neighbors")
     table, _ = im.integration_metrics(
         adata.obs,
         graphs,

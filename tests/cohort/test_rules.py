@@ -92,6 +92,49 @@ def test_entry_functions_write_what_the_functions_compute(planted, prepared, clu
         assert path.stat().st_size > 10_000
 
 
+def test_one_sample_cohort_runs_the_diagnostics_on_its_one_graph(planted, tmp_path):
+    """A one-sample pilot: Harmony is skipped (one batch), as with cohort.integration none, so there
+    is no uncorrected graph of its own; the diagnostics use the graph the clustering made."""
+    paths, sheet = planted
+    out = tmp_path / "cohort"
+    common = {
+        "cohort_options": {"leiden_resolutions": [0.5]},
+        "seed": SEED,
+        "log": LOG,
+    }
+    cohort_merge(
+        samples=["S0"],
+        h5ads=[str(paths["S0"])],
+        output=out / "pca.h5ad",
+        summary=out / "merge_summary.tsv",
+        sheet={"S0": sheet["S0"]},
+        qc_options={"mt_prefix": "auto", "min_samples_kept": 1},
+        **common,
+    )
+    cohort_cluster(
+        pca_h5ad=out / "pca.h5ad",
+        output=out / "clustered.h5ad",
+        umap_table=out / "umap.tsv.gz",
+        threads=1,
+        **common,
+    )
+    figures = {
+        name: out / "figures" / f"{name}.png"
+        for name in ("metrics_plot", "before_after", "by_sample", "by_batch", "by_condition", "by_cluster")
+    }
+    cohort_diagnostics(
+        clustered_h5ad=out / "clustered.h5ad",
+        uncorrected_h5ad=None,
+        umap_pca=out / "umap_pca.tsv.gz",
+        metrics=out / "integration_metrics.tsv",
+        **figures,
+        **common,
+    )
+    metrics = pd.read_csv(out / "integration_metrics.tsv", sep="\t", dtype={"cluster": str})
+    assert set(metrics["graph"]) == {"uncorrected"} and "all" in set(metrics["cluster"])
+    assert all(path.stat().st_size > 10_000 for path in figures.values())
+
+
 def test_h5ad_update_keeps_matrices_and_replaces_annotations(tmp_path):
     """cohort_cluster's output: X, layers and var copied from disk, obs/obsm/obsp/uns from the job."""
     from sccohort.runtime import write_h5ad, write_h5ad_update

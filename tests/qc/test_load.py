@@ -173,3 +173,83 @@ def test_count_value_messages_name_the_input():
             check_count_values(np.array(values), "x.h5")
     with pytest.raises(InputError, match="not numeric"):
         check_count_values(np.array(["a"]), "x.h5")
+
+
+def _with_feature_names(source: Path, target: Path, names: dict[int, str]) -> Path:
+    """A copy of a Cell Ranger v3 .h5 with some feature names replaced (stored as UTF-8 bytes, as
+    Cell Ranger stores them)."""
+    import h5py
+
+    shutil.copyfile(source, target)
+    with h5py.File(target, "r+") as handle:
+        features = handle["matrix/features"]
+        stored = [bytes(v) for v in features["name"][:]]
+        for i, name in names.items():
+            stored[i] = name.encode("utf-8")
+        del features["name"]
+        features.create_dataset("name", data=np.array(stored, dtype=f"S{max(map(len, stored))}"))
+    return target
+
+
+def test_non_ascii_feature_names_in_cell_ranger_h5_are_read_as_utf8(tmp_path):
+    from sccohort.qc.probe import inspect_input
+
+    path = _with_feature_names(V3_H5, tmp_path / "unicode.h5", {0: "Ωmega-1", 1: "naïve-gene"})
+    adata = read_sample(path)
+    assert list(adata.var["gene_symbol"][:2]) == ["Ωmega-1", "naïve-gene"]
+    assert_same_counts(adata, read_sample(V3_H5))
+    assert list(inspect_input(path).gene_symbols[:2]) == ["Ωmega-1", "naïve-gene"]
+
+
+def _truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _scramble(path: Path) -> None:
+    """Overwrite bytes near the start of a gzip stream (a disk or transfer error): zlib.error."""
+    data = bytearray(path.read_bytes())
+    data[200:264] = bytes(range(64))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("matrix.mtx.gz", lambda p: _truncate(p, 0.8)),  # EOFError: "Compressed file ended ..."
+        ("matrix.mtx.gz", _scramble),  # zlib.error / BadGzipFile
+        ("features.tsv.gz", lambda p: _truncate(p, 0.5)),
+        ("barcodes.tsv.gz", _scramble),
+    ],
+    ids=["truncated-matrix", "corrupt-matrix", "truncated-features", "corrupt-barcodes"],
+)
+def test_damaged_gzip_files_are_refused_by_name(tmp_path, name, damage):
+    from sccohort.qc.probe import inspect_input
+
+    folder = tmp_path / "sample"
+    shutil.copytree(V3_MTX, folder)
+    damage(folder / name)
+    with pytest.raises(InputError, match=rf"Input {folder}.* the file may be corrupt, truncated"):
+        read_sample(folder)
+    if name == "features.tsv.gz":  # read whole when the DAG is built
+        with pytest.raises(InputError, match=rf"Input {folder}.*features.tsv.gz"):
+            inspect_input(folder)
+
+
+def test_load_sample_errors_name_the_sample(tmp_path):
+    import logging
+
+    from sccohort.qc import load_sample
+
+    folder = tmp_path / "sample"
+    shutil.copytree(V3_MTX, folder)
+    _truncate(folder / "matrix.mtx.gz", 0.8)
+    with pytest.raises(InputError, match=rf"^Sample 'S1': Input {folder}: matrix.mtx.gz could not be read"):
+        load_sample(
+            matrix=str(folder),
+            output=str(tmp_path / "raw.h5ad"),
+            sample_row={"sample": "S1"},
+            covariates=[],
+            log=logging.getLogger("test"),
+        )
+    assert not list(tmp_path.glob("*.h5ad")) and not list(tmp_path.glob(".*partial"))

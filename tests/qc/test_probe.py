@@ -86,3 +86,42 @@ def test_inspect_input_refuses_from_the_head_of_the_data(tmp_path):
         inspect_input(tmp_path / "empty.h5ad")
     with pytest.raises(InputError, match="has no genome 'mm10'"):
         inspect_input(V2_H5, genome="mm10")
+
+
+def test_anndata_and_cell_ranger_files_behind_each_others_extension(tmp_path):
+    as_h5 = tmp_path / "sample.h5"
+    read_sample(V3_H5).write_h5ad(as_h5)
+    for check in (probe_input, read_sample):
+        with pytest.raises(
+            InputError, match=r"is an AnnData file .* with a .h5 extension; rename it to .h5ad"
+        ):
+            check(as_h5)
+    as_h5ad = tmp_path / "sample.h5ad"
+    shutil.copyfile(V3_H5, as_h5ad)
+    with pytest.raises(
+        InputError, match=r"is a Cell Ranger matrix .* with an .h5ad extension; rename it to .h5"
+    ):
+        probe_input(as_h5ad)
+
+
+def test_unreadable_input_says_permission_denied(tmp_path):
+    import errno
+    import os
+
+    from sccohort.qc.load import unreadable
+
+    message = str(
+        unreadable("Input x.h5", "could not be read", PermissionError(errno.EACCES, "Permission denied"))
+    )
+    assert message.startswith("Input x.h5 cannot be read: permission denied") and "chmod" in message
+    if os.geteuid() == 0:
+        pytest.skip("root reads files without read permission")
+    folder = tmp_path / "sample"
+    shutil.copytree(V3_MTX, folder)
+    (folder / "features.tsv.gz").chmod(0)
+    h5 = tmp_path / "sample.h5"
+    shutil.copyfile(V3_H5, h5)
+    h5.chmod(0)
+    for path in (folder, h5):
+        with pytest.raises(InputError, match="cannot be read: permission denied"):
+            inspect_input(path)

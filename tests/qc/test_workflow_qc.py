@@ -1,4 +1,6 @@
-"""End to end: `snakemake qc` on real cells writes the per-sample contract and stops there."""
+"""End to end: the per-sample contract of the shared `full_run` (rule all, which holds every
+`snakemake qc` output), what `snakemake qc` plans (a dry run: the per-sample jobs, nothing
+downstream), and a sheet override applied by a real run of one sample's QC."""
 
 from __future__ import annotations
 
@@ -12,29 +14,39 @@ import pytest
 from helpers import SMALL_SAMPLES, make_project, run_workflow
 from sccohort.qc.load import read_sample
 
+PER_SAMPLE_RULES = ("load_sample", "qc_sample", "doublets_sample", "qc_report_sample")
+
 
 @pytest.fixture(scope="module")
-def qc_run(tmp_path_factory):
+def override_run(tmp_path_factory):
+    """One sample's QC (its thresholds.json and what it needs) with a sheet override of max_pct_mt."""
     project = make_project(
-        tmp_path_factory.mktemp("qc_run"),
+        tmp_path_factory.mktemp("qc_override"),
+        samples=SMALL_SAMPLES[:1],
         n_cells=400,
-        config_overrides={"doublets": {"action": "remove"}},
+        config_overrides={"de": {"contrasts": []}},  # one sample: no contrast has replicates
     )
-    # One sample gets a sheet override that must show up in its thresholds.
     sheet = pd.read_csv(project / "config" / "samples.tsv", sep="\t")
-    sheet["max_pct_mt"] = ""
-    sheet.loc[0, "max_pct_mt"] = 8
+    sheet["max_pct_mt"] = 8
     sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False)
-    result = run_workflow(project, "qc")
-    return project, result
+    run_workflow(project, f"results/qc/{SMALL_SAMPLES[0]}/cells.tsv.gz")
+    return project
 
 
-def test_qc_target_writes_every_sample_and_nothing_downstream(qc_run):
-    project, _ = qc_run
+def test_qc_target_plans_every_sample_and_nothing_downstream(project_factory):
+    project = project_factory("qc_dag", n_cells=60)
+    result = run_workflow(project, "-n", "qc")
+    stats = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+\d+", result.stdout + result.stderr, re.S)
+    jobs = {name: int(n) for name, n in (line.split() for line in stats.group(1).splitlines())}
+    assert jobs == {**{rule: len(SMALL_SAMPLES) for rule in PER_SAMPLE_RULES}, "qc": 1}
+
+
+@pytest.mark.slow
+def test_qc_outputs_of_every_sample_complete(full_run):
+    project = full_run
     for sample in SMALL_SAMPLES:
         for name in ("cells.tsv.gz", "filtered.h5ad", "thresholds.json", "report.html"):
             assert (project / "results" / "qc" / sample / name).is_file(), f"{sample}/{name}"
-    assert not (project / "results" / "cohort").exists()
     assert not list((project / "results").rglob("*.partial"))
     # the cross-sample summary: every sample side by side, its counts those of thresholds.json
     summary = pd.read_csv(project / "results" / "qc" / "summary.tsv", sep="\t").set_index("sample")
@@ -49,9 +61,10 @@ def test_qc_target_writes_every_sample_and_nothing_downstream(qc_run):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sample", SMALL_SAMPLES)
-def test_cells_table_and_filtered_object_agree(qc_run, sample):
-    project, _ = qc_run
+def test_cells_table_and_filtered_object_agree(full_run, sample):
+    project = full_run
     folder = project / "results" / "qc" / sample
     cells = pd.read_csv(folder / "cells.tsv.gz", sep="\t")
     raw = read_sample(project / "data" / sample)
@@ -88,8 +101,9 @@ def test_cells_table_and_filtered_object_agree(qc_run, sample):
     assert thresholds["doublets"]["threshold_source"]
 
 
-def test_sheet_override_applied(qc_run):
-    project, _ = qc_run
+@pytest.mark.slow
+def test_sheet_override_applied(override_run):
+    project = override_run
     first = SMALL_SAMPLES[0]
     thresholds = json.loads((project / "results" / "qc" / first / "thresholds.json").read_text())
     mt = thresholds["qc"]["pct_counts_mt"]
@@ -100,8 +114,9 @@ def test_sheet_override_applied(qc_run):
     assert cells.loc[cells["pass"], "pct_counts_mt"].max() <= 8
 
 
-def test_report_page_is_self_contained(qc_run):
-    project, _ = qc_run
+@pytest.mark.slow
+def test_report_page_is_self_contained(full_run):
+    project = full_run
     page = (project / "results" / "qc" / SMALL_SAMPLES[0] / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
@@ -109,8 +124,9 @@ def test_report_page_is_self_contained(qc_run):
         assert text in page
 
 
-def test_benchmarks_and_logs_written(qc_run):
-    project, _ = qc_run
+@pytest.mark.slow
+def test_benchmarks_and_logs_written(full_run):
+    project = full_run
     for rule in ("load_sample", "qc_sample", "doublets_sample", "qc_report_sample"):
         bench = pd.read_csv(project / "benchmarks" / "qc" / SMALL_SAMPLES[0] / f"{rule}.tsv", sep="\t")
         assert bench["max_rss"].iloc[0] > 0

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import REPO, make_project, run_workflow
+from helpers import run_workflow
 from report.synthetic import (
     HOSTILE_CONDITION,
     HOSTILE_GENE,
@@ -368,25 +368,10 @@ def test_browser_opens_the_workflow_report(full_report, chromium, tmp_path):
 @pytest.mark.slow
 @needs_chromium
 @pytest.mark.browser
-def test_hostile_condition_and_cell_type_end_to_end(tmp_path, chromium):
-    """A whole workflow run whose condition and a marker-table cell type carry markup."""
-    markers = pd.read_csv(
-        REPO / "workflow" / "resources" / "markers" / "human_pbmc.tsv", sep="\t", comment="#"
-    )
-    # (a cell type becomes part of an obs column name, score_<type>, so it cannot hold "/")
-    markers["cell_type"] = markers["cell_type"].replace({"NK": HOSTILE_TYPE, "B": HOSTILE_TYPE_2})
-    markers["parent"] = markers["parent"].fillna("") if "parent" in markers else ""
-    project = make_project(
-        tmp_path / "hostile",
-        samples=("nCoV_PBMC_1", "Normal_PBMC_5"),
-        n_cells=250,
-        config_overrides={"de": {"contrasts": []}, "annotation": {"markers": "config/markers.tsv"}},
-    )
-    markers.to_csv(project / "config" / "markers.tsv", sep="\t", index=False)
-    sheet = pd.read_csv(project / "config" / "samples.tsv", sep="\t")
-    sheet["condition"] = sheet["condition"].replace({"COVID19": HOSTILE_CONDITION})
-    sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False)
-    run_workflow(project, "results/report.html")
+def test_hostile_condition_and_cell_type_end_to_end(pilot_run, chromium):
+    """A whole workflow run whose condition and two marker-table cell types carry markup: the
+    shared one-sample pilot (conftest.pilot_run), whose names are report.synthetic's hostile ones."""
+    project = pilot_run
     page = project / "results" / "report.html"
     text = page.read_text()
     assert HOSTILE_CONDITION not in text and html.escape(HOSTILE_CONDITION) in text

@@ -1,14 +1,15 @@
 """Malformed projects are refused by name, early, with nothing half-written (issue 8).
 
 Every case starts from one small valid project (4 real samples x 60 cells, 10x mtx folders),
-breaks one thing, runs the real workflow (`snakemake --cores 2`, rule all) and asserts:
+breaks one thing, runs the real workflow (rule all) and asserts:
 
 * a non-zero exit;
 * a message that names the file, sample, column or value at fault, and says what to do;
-* where the fault shows in headers, the sheet or the config: the run stops when the DAG is
-  built, so no job ran and nothing was written (no results/, no logs/);
-* where the fault needs the data (duplicate barcodes, every cell failing QC): the failing
-  job's outputs are absent, nothing downstream was written, and no *.partial file is left.
+* where the fault shows in headers, the sheet or the config: the DAG is refused, so a dry run
+  (`snakemake -n`, what a real run does before its first job) fails and no job is planned;
+* where the fault needs the data (duplicate barcodes, every cell failing QC): a real run
+  (`snakemake --cores 2`, marked slow) fails in the job that reads it, the failing job's outputs
+  are absent, nothing downstream was written, and no *.partial file is left.
 """
 
 from __future__ import annotations
@@ -151,6 +152,32 @@ def drop_too_many(project: Path) -> None:
     edit_config(project, lambda c: c["qc"].update(failed_sample_policy="drop", min_samples_kept=3))
 
 
+def truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def scramble_head(path: Path) -> None:
+    """Bytes near the start of a gzip stream overwritten (a transfer error): zlib.error when read."""
+    data = bytearray(path.read_bytes())
+    data[200:264] = bytes(range(64))
+    path.write_bytes(bytes(data))
+
+
+def repeated_sheet_column(project: Path) -> None:
+    """The sheet as a spreadsheet export with a second `condition` column (pandas: condition.1)."""
+    sheet = read_sheet(project)
+    lines = ["\t".join([*sheet.columns, "condition"])]
+    lines += ["\t".join([*row, "other"]) for row in sheet.astype(str).itertuples(index=False)]
+    (project / "config" / "samples.tsv").write_text("\n".join(lines) + "\n")
+
+
+def latin1_sheet(project: Path) -> None:
+    sheet = read_sheet(project)
+    sheet.loc[2, "donor"] = "donor_f\xe9"
+    sheet.to_csv(project / "config" / "samples.tsv", sep="\t", index=False, encoding="latin-1")
+
+
 def markers_matching_nothing(project: Path) -> None:
     (project / "markers.tsv").write_text("cell_type\tgene\nT cells\tFAKEGENE1\nB cells\tFAKEGENE2\n")
     edit_config(project, lambda c: c["annotation"].update(markers="markers.tsv"))
@@ -226,10 +253,39 @@ CASES = [
          ["markers.tsv", "CD4/CD8 T", "rename"]),
     Case("sample_sheet_missing", config_edit(lambda c: c.update(samples="config/sheet.tsv")),
          ["config/sheet.tsv"]),
+    # issue 19: faults that were accepted silently or failed hours later, named at DAG time now
+    Case("results_folder_empty", config_edit(lambda c: c.update(results="")),
+         ["config: results is empty", "set it to a folder"]),
+    Case("invalid_hb_pattern", config_edit(lambda c: c["qc"].update(hb_pattern="^HB[AB")),
+         ["qc.hb_pattern '^HB[AB'", "not a valid regular expression", "fix it"]),
+    Case("empty_mt_prefix", config_edit(lambda c: c["qc"].update(mt_prefix="")),
+         ["qc.mt_prefix is empty", "Use auto"]),
+    Case("mt_prefix_matching_no_gene", config_edit(lambda c: c["qc"].update(mt_prefix="MT_")),
+         ["qc.mt_prefix 'MT_' starts no gene", "MT-CO1", "use auto"]),
+    Case("de_group_by_no_obs_column", config_edit(lambda c: c["de"].update(group_by="celltype")),
+         ["de.group_by 'celltype'", "not a column the annotated cohort will have", "cell_type, leiden_0.25"]),
+    Case("blank_design_covariate", lambda p: (
+        sheet_edit(lambda s: s.assign(site=["a", "a", "", "b"]))(p),
+        edit_config(p, lambda c: c["de"].update(design="~ site + condition"))),
+         ["samples.tsv", BAD, "column 'site': empty", "de.design '~ site + condition'", "Fill it in"]),
+    Case("na_design_covariate", sheet_edit(lambda s: with_value(s, "condition", 2, "NA")),
+         [BAD, "column 'condition': 'NA', a missing value", "de.design", "give it another name"]),
+    Case("repeated_sheet_column", repeated_sheet_column,
+         ["samples.tsv", "'condition' more than once", "keep one"]),
+    Case("sheet_not_utf8", latin1_sheet, ["samples.tsv", "is not UTF-8 text", "save it as UTF-8"]),
+    Case("two_samples_one_input", lambda p: set_path(p, BAD, f"data/{SMALL_SAMPLES[3]}"),
+         ["samples.tsv", "lines 4 and 5", BAD, SMALL_SAMPLES[3], "read the same input"]),
+    Case("truncated_features_gz", lambda p: truncate(mtx(p) / "features.tsv.gz", 0.5),
+         [BAD, f"data/{BAD}", "features.tsv.gz could not be read", "EOFError", "Copy or export it again"]),
+    Case("corrupt_matrix_gz", lambda p: scramble_head(mtx(p) / "matrix.mtx.gz"),
+         [BAD, f"data/{BAD}", "matrix.mtx.gz could not be read", "corrupt", "Copy or export it again"]),
     # faults that only the data shows: caught by the first job that reads it
     Case("duplicate_barcodes", lambda p: rewrite_text(
         mtx(p) / "barcodes.tsv.gz", lambda lines: [lines[0], lines[0], *lines[2:]]),
          [BAD, f"data/{BAD}", "duplicate barcodes", "once per sample"], at_dag=False,
+         failed_outputs=[f"results/qc/{BAD}/raw.h5ad", f"results/qc/{BAD}/filtered.h5ad"]),
+    Case("matrix_gz_truncated_past_the_head", lambda p: truncate(mtx(p) / "matrix.mtx.gz", 0.9),
+         [BAD, f"data/{BAD}", "matrix.mtx.gz could not be read", "Copy or export it again"], at_dag=False,
          failed_outputs=[f"results/qc/{BAD}/raw.h5ad", f"results/qc/{BAD}/filtered.h5ad"]),
     Case("every_cell_fails_qc", all_cells_fail_qc,
          [BAD, "min_cells_after_qc", "failed_sample_policy"], at_dag=False,
@@ -244,17 +300,22 @@ def test_at_least_twenty_cases():
     assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
 
 
+# Faults refused when the DAG is built are tested with a dry run (seconds); the others need real
+# jobs and are end-to-end runs (slow).
+PARAMS = [pytest.param(c, id=c.id, marks=() if c.at_dag else pytest.mark.slow) for c in CASES]
+
+
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", PARAMS)
 def test_malformed_project_is_refused_by_name(case, base_project, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(base_project, project, ignore=shutil.ignore_patterns(".snakemake"))
     case.breaks(project)
 
-    result = run_workflow(project, check=False)
+    result = run_workflow(project, *(["-n"] if case.at_dag else []), check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0, f"{case.id}: the run succeeded:\n{output[-3000:]}"
     missing = [text for text in case.says if text not in output]
@@ -278,3 +339,22 @@ def test_malformed_project_is_refused_by_name(case, base_project, tmp_path):
         # what a failing job's log says is what the user reads first
         logs = "".join(p.read_text(errors="replace") for p in files_under(project / "logs"))
         assert case.says[-1] in logs or case.says[-1] in output
+
+
+def test_qc_needs_no_marker_match_rule_all_does(base_project, tmp_path):
+    """Genes named by Ensembl ids only: the marker table (symbols) matches none. `snakemake qc`
+    needs no annotation, so its DAG builds; rule all's DAG is refused naming the table (the match
+    is checked when annotate_cells is in the DAG)."""
+    project = tmp_path / "project"
+    shutil.copytree(base_project, project, ignore=shutil.ignore_patterns(".snakemake"))
+    for sample in SMALL_SAMPLES:
+        rewrite_text(
+            mtx(project, sample) / "features.tsv.gz",
+            lambda lines: ["\t".join([f.split("\t")[0], f.split("\t")[0], "Gene Expression"]) for f in lines],
+        )
+    qc = run_workflow(project, "-n", "qc", check=False)
+    assert qc.returncode == 0, (qc.stdout + qc.stderr)[-3000:]
+    everything = run_workflow(project, "-n", check=False)
+    output = everything.stdout + everything.stderr
+    assert everything.returncode != 0 and "Job stats" not in output
+    assert "human_pbmc.tsv: none of its" in output and "fix or replace the table" in output, output[-3000:]

@@ -92,6 +92,49 @@ def test_comma_separated_sheet_is_named(tmp_path):
         check_sample_sheet(read_sample_sheet(path), path, workdir=tmp_path)
 
 
+def test_repeated_column_names_are_refused_not_renamed(tmp_path):
+    # pandas would read the second `condition` as `condition.1`, a covariate of its own
+    (tmp_path / "data" / "S1").mkdir(parents=True)
+    path = tmp_path / "samples.tsv"
+    path.write_text("sample\tpath\tcondition\tdonor\tcondition\nS1\tdata/S1\tctrl\td1\tstim\n")
+    with pytest.raises(InputError, match=r"column\(s\) 'condition' more than once"):
+        check_sample_sheet(read_sample_sheet(path), path, workdir=tmp_path)
+
+
+def test_unnamed_column_and_long_rows_are_refused(tmp_path):
+    (tmp_path / "data" / "S1").mkdir(parents=True)
+    path = tmp_path / "samples.tsv"
+    path.write_text("sample\tpath\tcondition\tdonor\t\nS1\tdata/S1\tctrl\td1\tx\n")
+    with pytest.raises(InputError, match="column 5 of the header line has no name"):
+        check_sample_sheet(read_sample_sheet(path), path, workdir=tmp_path)
+    # one field more than the header: pandas would make the first column the index
+    path.write_text("sample\tpath\tcondition\tdonor\nS1\tdata/S1\tctrl\td1\textra\n")
+    with pytest.raises(InputError, match="stray tabs"):
+        read_sample_sheet(path)
+
+
+def test_two_rows_reading_one_input_are_refused(tmp_path):
+    with pytest.raises(InputError, match=r"lines 2 and 3: samples 'S1' and 'S2' read the same input"):
+        check(tmp_path, [("S1", "data/S1", "c", "d1"), ("S2", "data/../data/S1", "c", "d2")])
+
+
+def test_sheet_text_as_written(tmp_path):
+    """NA, None and null are values, a BOM is dropped, lines of tabs are skipped; lines keep their numbers."""
+    for name in ("S1", "S2"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    path = tmp_path / "samples.tsv"
+    text = "sample\tpath\tcondition\tdonor\nNA\tdata/S1\tNone\tnull\n\t\t\t\nS 2\tdata/S2\tc\td\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    sheet = read_sample_sheet(path)
+    assert list(sheet.columns) == ["sample", "path", "condition", "donor"]
+    assert sheet.loc[0].tolist() == ["NA", "data/S1", "None", "null"]
+    with pytest.raises(InputError, match="line 4, column 'sample'"):
+        check_sample_sheet(sheet, path, workdir=tmp_path)
+    path.write_bytes("sample\tpath\tcondition\tdonor\nS1\tdata/S1\tna\xefve\td\n".encode("latin-1"))
+    with pytest.raises(InputError, match="is not UTF-8 text"):
+        read_sample_sheet(path)
+
+
 def test_sample_override_reads_numbers_and_blanks():
     assert sample_override({"min_genes": "250"}, "min_genes") == 250
     assert sample_override({"min_genes": ""}, "min_genes") is None
@@ -172,3 +215,15 @@ def test_every_schema_property_has_description_and_default():
                 stack.append((f"{where}{key}.", prop))
                 if "items" in prop and isinstance(prop["items"], dict):
                     stack.append((f"{where}{key}[].", prop["items"]))
+
+
+def test_sheet_path_that_is_a_folder_is_named(tmp_path):
+    with pytest.raises(InputError, match="is a folder: set 'samples:'"):
+        read_sample_sheet(tmp_path)
+
+
+def test_ids_that_cannot_be_folder_names_everywhere_are_refused(tmp_path):
+    with pytest.raises(InputError, match="differ only in upper/lower case"):
+        check(tmp_path, [("S1", "data/S1", "c", "d1"), ("s1", "data/s1", "c", "d2")])
+    with pytest.raises(InputError, match="is 120 characters long; use at most 100"):
+        check(tmp_path, [("S" * 120, "data/S1", "c", "d1")])

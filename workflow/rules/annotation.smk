@@ -4,20 +4,25 @@
 # Paths in the annotation block are relative to the working directory; one that does not exist
 # there but exists relative to the workflow's root (e.g. the shipped marker tables when the
 # workflow runs with -d elsewhere) is taken from there. The marker table, the resolution and the
-# optional files are checked here, before any job runs.
+# optional files are checked here, before any job runs; that the marker table matches genes of
+# the inputs is checked when annotate_cells enters the DAG (its input function), so targets that
+# need no annotation (`snakemake qc`) run on data the table does not fit (Ensembl ids only).
 
 # common.smk puts scripts/ on sys.path.
 from sccohort import annotate as annotation_lib
 
 try:
-    # INPUT_GENE_SYMBOLS (common.smk): the inputs' genes, None in cluster jobs
-    ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(
-        config,
-        SCCOHORT_ROOT,
-        None if INPUT_GENE_SYMBOLS is None else sorted(INPUT_GENE_SYMBOLS),
-    )
+    ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(config, SCCOHORT_ROOT)
 except InputError as error:
     raise WorkflowError(f"sccohort: {error}") from None
+# The marker table, once it matched the inputs' genes (INPUT_GENE_SYMBOLS, common.smk; None in
+# cluster jobs, which skip the check).
+annotation_markers_matched = lambda wildcards: dag_check(
+    annotation_lib.check_annotation_config,
+    config,
+    SCCOHORT_ROOT,
+    None if INPUT_GENE_SYMBOLS is None else sorted(INPUT_GENE_SYMBOLS),
+)["markers"]
 
 ANNOTATION = f"{RESULTS}/annotation"
 ANNOTATION_FIGURES = f"{ANNOTATION}/figures"
@@ -70,7 +75,7 @@ rule annotate_cells:
         **ANNOTATION_EXTRA_INPUTS,
         **ANNOTATION_CLUSTER_MARKERS,
         h5ad=f"{RESULTS}/cohort/clustered.h5ad",
-        markers=ANNOTATION_SETTINGS["markers"],
+        markers=annotation_markers_matched,
     output:
         **ANNOTATION_AGREEMENT,
         h5ad=f"{RESULTS}/cohort/integrated.h5ad",

@@ -22,6 +22,13 @@ COHORT_OUTPUTS = [
     f"{COHORT_FIGURES}/integration_metrics.png",
     f"{COHORT_FIGURES}/marker_dotplot.png",
 ]
+# Whether Harmony can run: it needs two levels of some batch key, so a sheet with one (a
+# one-sample pilot) skips it, and cohort_uncorrected's graph and UMAP (the same as the clustering's
+# then) are not made. (QC dropping samples can still leave one level: cohort_diagnostics then
+# ignores cohort_uncorrected's output.)
+COHORT_INTEGRATES = config["cohort"]["integration"] != "none" and any(
+    samples[key].astype(str).nunique() > 1 for key in config["cohort"]["batch_keys"]
+)
 # all_outputs() in common.smk calls cohort_outputs(). Lambdas, not functions: `snakemake --lint`
 # flags rule files that define functions.
 cohort_outputs = lambda: list(COHORT_OUTPUTS)
@@ -121,10 +128,7 @@ rule cohort_diagnostics:
     input:
         h5ad=f"{COHORT}/clustered.h5ad",
         # with integration, the "before" graph and UMAP come from cohort_uncorrected
-        uncorrected=branch(
-            config["cohort"]["integration"] != "none",
-            then=f"{COHORT}/uncorrected.h5ad",
-        ),
+        uncorrected=branch(COHORT_INTEGRATES, then=f"{COHORT}/uncorrected.h5ad"),
     output:
         umap_pca=f"{COHORT}/umap_pca_coords.tsv.gz",
         metrics=report(

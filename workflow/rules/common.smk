@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 
@@ -43,11 +44,14 @@ try:
     # repeat the cheap structural probe.
     if workflow.remote_exec:
         for _sample, _row in samples.iterrows():
-            sample_io.probe_input(
-                _row["path"],
-                _row.get("counts_layer") or None,
-                _row.get("genome") or None,
-            )
+            try:
+                sample_io.probe_input(
+                    _row["path"],
+                    _row.get("counts_layer") or None,
+                    _row.get("genome") or None,
+                )
+            except InputError as error:
+                raise InputError(f"Sample {_sample!r}: {error}") from None
         INPUT_GENE_SYMBOLS = None
     else:
         INPUT_GENE_SYMBOLS = config_checks.check_inputs(samples, config, INPUT_CHECKS)
@@ -60,7 +64,17 @@ SEED = config["seed"]
 
 
 wildcard_constraints:
-    sample="|".join(SAMPLES),
+    # escaped: an id may hold '.', which a regular expression reads as any character
+    sample="|".join(re.escape(s) for s in SAMPLES),
+
+
+def dag_check(check, *args):
+    """check(*args) for an input function: a DAG-time check of one rule, run only when that rule's
+    job is in the DAG (an InputError stops the DAG build like the checks above)."""
+    try:
+        return check(*args)
+    except InputError as error:
+        raise WorkflowError(f"sccohort: {error}") from None
 
 
 def print_dag_summary():

@@ -100,7 +100,8 @@ rule de_contrast:
         runtime=runtime_from_input(15, 2),
     params:
         contrast=de_contrast,
-        de=config["de"],
+        # the de: block without the contrast list: changing one contrast reruns that contrast only
+        de={key: value for key, value in config["de"].items() if key != "contrasts"},
     script:
         "../../scripts/de_contrast.py"
 

@@ -31,7 +31,7 @@ def plot_umap_labels(
 ) -> None:
     """One UMAP panel per label column of `keys` present in obs (at most `max_points` cells, drawn
     in a seeded random order; legend beside each panel), saved atomically as PNG."""
-    import matplotlib.pyplot as plt
+    plt = plotting.plt
 
     keys = [k for k in keys if k in adata.obs]
     fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 5.5), squeeze=False)
@@ -90,7 +90,7 @@ def plot_marker_dotplot(
 def plot_composition(per_sample: pd.DataFrame, per_condition: pd.DataFrame, *, path: str | Path) -> None:
     """Stacked bars of cell-type fractions: one bar per sample (grouped by condition) and one per
     condition (mean of its samples' fractions), saved atomically as PNG."""
-    import matplotlib.pyplot as plt
+    plt = plotting.plt
 
     order = list(dict.fromkeys(per_sample["cell_type"]))
     colours = plotting.palette(order)

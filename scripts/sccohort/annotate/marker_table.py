@@ -41,7 +41,10 @@ def _read_tsv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"Marker table {path} does not exist; set annotation.markers to a TSV file.")
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, comment="#", skip_blank_lines=True)
+        # keep_default_na=False: a cell type or gene named NA, None or null stays that name
+        table = pd.read_csv(
+            path, sep="\t", dtype=str, comment="#", skip_blank_lines=True, keep_default_na=False
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"Marker table {path} is not a readable TSV file: {error}") from None
     table.columns = [str(c).strip() for c in table.columns]

@@ -54,13 +54,13 @@ def annotate_cells(
     missing-marker tables and, when more than one method runs, `agreement_table`.
     """
     from .. import plotting
-    from ..runtime import package_versions, write_h5ad, write_h5ad_update, write_table
+    from ..runtime import package_versions, read_table, write_h5ad, write_h5ad_update, write_table
 
     table = read_marker_table(markers)
     present = _check_markers_against_file(table, clustered_h5ad, markers, log)
     top_genes_table = None
     if cluster_markers:
-        top_genes_table = pd.read_csv(cluster_markers, sep="\t", dtype={"cluster": str, "gene": str})
+        top_genes_table = read_table(cluster_markers)  # cluster and gene as text
     # The marker method needs X of the marker genes only; CellTypist and reference transfer
     # need every gene, and the clusters' top genes need them unless cohort_markers has them.
     whole_matrix = top_genes_table is None or bool(celltypist_model) or bool(reference)

@@ -88,6 +88,13 @@ def embed_uncorrected(adata, *, options: Mapping | None = None, seed: int = 0) -
     )
 
 
+def graph_distances(adata, neighbors_key: str = "neighbors"):
+    """The kNN distance matrix of the graph under uns[neighbors_key]: scanpy names it in
+    uns[neighbors_key]["distances_key"] (obsp["distances"] for the default key, obsp["<key>_distances"]
+    for any other), so the name is looked up, not built."""
+    return adata.obsp[adata.uns[neighbors_key]["distances_key"]]
+
+
 def add_uncorrected(adata, uncorrected) -> None:
     """Copy embed_uncorrected's graph and UMAP (from cohort_uncorrected's object) into `adata`.
 

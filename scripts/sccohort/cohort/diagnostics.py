@@ -183,9 +183,7 @@ def plot_umaps(
     seed: int = 0,
 ) -> None:
     """One panel per obs column in `keys` on the same embedding, saved to `path` (PNG)."""
-    import matplotlib.pyplot as plt
-
-    from ..plotting import save_figure, scatter_categorical
+    from ..plotting import plt, save_figure, scatter_categorical
 
     order = np.random.default_rng(seed).permutation(len(obs))
     ncols = min(3, len(keys))
@@ -210,9 +208,7 @@ def plot_before_after(
     seed: int = 0,
 ) -> None:
     """2 x 2 panels: UMAP of the uncorrected and of the corrected PCs, coloured by batch and cluster."""
-    import matplotlib.pyplot as plt
-
-    from ..plotting import save_figure, scatter_categorical
+    from ..plotting import plt, save_figure, scatter_categorical
 
     order = np.random.default_rng(seed).permutation(len(obs))
     embeddings = [("uncorrected PCA", before)] + ([(after_label, after)] if after is not None else [])
@@ -228,9 +224,7 @@ def plot_before_after(
 
 def plot_metrics(table: pd.DataFrame, *, path) -> None:
     """Per-cluster batch mixing (with its expected value) and cluster purity, per graph."""
-    import matplotlib.pyplot as plt
-
-    from ..plotting import palette, save_figure
+    from ..plotting import palette, plt, save_figure
 
     graphs = list(dict.fromkeys(table["graph"]))
     clusters = list(dict.fromkeys(table["cluster"]))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..h5ad import read_parts
-from .cluster import add_uncorrected, embed_uncorrected, integrate_and_cluster
+from .cluster import add_uncorrected, embed_uncorrected, graph_distances, integrate_and_cluster
 from .diagnostics import integration_metrics, plot_before_after, plot_metrics, plot_umaps
 from .embed import embedding_table, normalise, run_pca
 from .hvg import highly_variable_genes
@@ -197,9 +197,11 @@ def cohort_diagnostics(
     write_table(embedding_table(adata, basis=info["uncorrected_umap_key"]), umap_pca)
     cluster_key = info["default_cluster_key"]
     batch_key = p["batch_keys"][0]
-    graphs = {"uncorrected": adata.obsp[f"{info['uncorrected_neighbors_key']}_distances"]}
+    # without integration (cohort.integration none, or Harmony skipped: a single batch) the
+    # uncorrected graph is the one the clustering used
+    graphs = {"uncorrected": graph_distances(adata, info["uncorrected_neighbors_key"])}
     if info["integration"] == "harmony":
-        graphs["harmony"] = adata.obsp["distances"]
+        graphs["harmony"] = graph_distances(adata, "neighbors")
     table, _ = integration_metrics(adata.obs, graphs, batch_key=batch_key, cluster_key=cluster_key)
     write_table(table, metrics)
     log.info("Overall diagnostics:\n%s", table[table["cluster"] == "all"].set_index("graph").T.to_string())

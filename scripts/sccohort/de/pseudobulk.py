@@ -19,7 +19,7 @@ from ..counts import check_integer_counts
 from ..errors import InputError
 from ..h5ad import read_counts_layer
 from ..names import PSEUDOBULK_SEPARATOR, safe_names
-from ..runtime import write_table
+from ..runtime import read_table, write_table
 
 # What to do when the counts are not whole numbers (the end of check_integer_counts' message).
 RAW_COUNTS_HINT = "pseudobulk DE needs the raw UMI counts (layers['counts'])"
@@ -178,9 +178,9 @@ def read_pseudobulk(counts_path, metadata_path) -> tuple[pd.DataFrame, pd.DataFr
 
     Every column is read as text (gene 'NA' stays 'NA', donor '01' stays '01').
     """
-    counts = pd.read_csv(counts_path, sep="\t", index_col=0, keep_default_na=False, dtype={"gene": str})
+    counts = read_table(counts_path, index_col=0)
     counts.index = counts.index.astype(str)
-    meta = pd.read_csv(metadata_path, sep="\t", dtype=str, keep_default_na=False)
+    meta = read_table(metadata_path, dtype=str)
     meta["n_cells"] = meta["n_cells"].astype(int)
     meta = meta.set_index("pseudobulk", drop=False)
     meta.index.name = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..runtime import write_table
+from ..runtime import read_table, write_table
 from .pseudobulk import read_pseudobulk
 from .test import DESettings, GroupResult, run_contrast
 
@@ -95,8 +95,5 @@ def de_summary(*, contrast_folders: Sequence[str], output: str, log: logging.Log
 
 def combine_summaries(contrast_folders: Sequence[str]) -> pd.DataFrame:
     """The summary.tsv of each contrast folder stacked in the given order, every column as text."""
-    tables = [
-        pd.read_csv(Path(folder) / "summary.tsv", sep="\t", dtype=str, keep_default_na=False)
-        for folder in contrast_folders
-    ]
+    tables = [read_table(Path(folder) / "summary.tsv", dtype=str) for folder in contrast_folders]
     return pd.concat(tables, ignore_index=True)

@@ -6,12 +6,10 @@ plotting.save_figure (which lays them out).
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from ..plotting import plt  # the shared set-up: Agg, labels drawn as written
 
 DISTRIBUTIONS = (
     ("total_counts", "Total counts per cell", True),

@@ -18,7 +18,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from ..counts import is_integer_valued
-from ..errors import InputError
+from ..errors import READ_ERRORS, InputError
 from ..names import GENE_EXPRESSION
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -40,7 +40,12 @@ def load_sample(
     covariate columns (as strings, in obs) and write it to `output`."""
     from .. import runtime
 
-    adata = read_sample(matrix, counts_layer=sample_row.get("counts_layer"), genome=sample_row.get("genome"))
+    try:
+        adata = read_sample(
+            matrix, counts_layer=sample_row.get("counts_layer"), genome=sample_row.get("genome")
+        )
+    except InputError as error:
+        raise InputError(f"Sample {sample_row['sample']!r}: {error}") from None
     for column in covariates:
         adata.obs[column] = str(sample_row[column])
     log.info(
@@ -61,8 +66,11 @@ def detect_format(path: str | Path) -> str:
         raise InputError(
             f"Input {path}: unknown format {path.suffix!r}; give a Cell Ranger .h5, a 10x mtx directory or an .h5ad."
         )
-    with open(path, "rb") as handle:
-        head = handle.read(8)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise unreadable(f"Input {path}", "could not be opened", exc) from None
     if head != HDF5_SIGNATURE:
         raise InputError(
             f"Input {path} is not an HDF5 file (wrong format behind the {path.suffix} extension, or a corrupt "
@@ -89,11 +97,8 @@ def read_sample(
             adata = read_h5ad_counts(path, counts_layer=counts_layer or None)
     except InputError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(
-            f"Input {path} could not be read as {fmt} ({type(exc).__name__}: {exc}); the file may be corrupt, "
-            "truncated or of another format."
-        ) from exc
+    except READ_ERRORS as exc:
+        raise unreadable(f"Input {path}", f"could not be read as {fmt}", exc) from exc
     adata.uns["input"] = {"path": str(path), "format": fmt}
     return check_counts(adata, path)
 
@@ -122,15 +127,59 @@ def find_mtx_files(folder: Path) -> tuple[Path, Path, Path]:
     return matrix_file, barcodes_file, features_file
 
 
+def read_text_table(path: Path) -> pd.DataFrame:
+    """A headerless TSV of a 10x folder (barcodes, features) as text: a gene named NA stays "NA"."""
+    return pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
+
+
+def read_part(folder: Path, file: Path, reader):
+    """`reader(file)` for one file of a 10x mtx folder; an InputError naming the folder and the file
+    when the file is damaged (see errors.READ_ERRORS)."""
+    try:
+        return reader(file)
+    except InputError:
+        raise
+    except READ_ERRORS as exc:
+        raise unreadable(f"Input {folder}: {file.name}", "could not be read", exc) from exc
+
+
+def unreadable(what: str, failed: str, exc: BaseException) -> InputError:
+    """The InputError for a file a reader failed on: permission denied, or damaged (errors.READ_ERRORS)."""
+    if isinstance(exc, PermissionError):
+        return InputError(
+            f"{what} cannot be read: permission denied ({exc.strerror}); make it readable for the user "
+            "running Snakemake (e.g. chmod a+r), or copy it somewhere readable."
+        )
+    return InputError(
+        f"{what} {failed} ({type(exc).__name__}: {exc}); the file may be corrupt, truncated or of another "
+        "format. Copy or export it again."
+    )
+
+
+def refuse_other_layout(path: Path, groups, fmt: str) -> None:
+    """InputError for an HDF5 file whose layout is the other supported format's: an AnnData saved
+    as .h5, or a Cell Ranger matrix saved as .h5ad (the extension decides the reader)."""
+    groups = set(groups)
+    if fmt == "10x_h5" and "matrix" not in groups and {"obs", "var"} <= groups:
+        raise InputError(
+            f"Input {path} is an AnnData file (groups {', '.join(sorted(groups))}) with a .h5 extension; "
+            "rename it to .h5ad (and name the layer with raw counts in counts_layer if X is not)."
+        )
+    if fmt == "h5ad" and "X" not in groups and "matrix" in groups:
+        raise InputError(
+            f"Input {path} is a Cell Ranger matrix (group 'matrix') with an .h5ad extension; rename it to .h5."
+        )
+
+
 def read_10x_mtx_dir(folder: Path) -> ad.AnnData:
     """Read a Cell Ranger mtx directory (v2 genes.tsv or v3 features.tsv, gzipped or not)."""
     matrix_file, barcodes_file, features_file = find_mtx_files(folder)
-    # scipy reads .mtx and .mtx.gz by name.
-    matrix = scipy.io.mmread(str(matrix_file))
-    # mtx files are genes x cells.
-    matrix = sp.csr_matrix(matrix.T, dtype=np.float32)
-    barcodes = pd.read_csv(barcodes_file, sep="\t", header=None, dtype=str).iloc[:, 0].to_numpy()
-    features = pd.read_csv(features_file, sep="\t", header=None, dtype=str)
+    # scipy reads .mtx and .mtx.gz by name; mtx files are genes x cells.
+    matrix = read_part(
+        folder, matrix_file, lambda f: sp.csr_matrix(scipy.io.mmread(str(f)).T, dtype=np.float32)
+    )
+    barcodes = read_part(folder, barcodes_file, read_text_table).iloc[:, 0].to_numpy()
+    features = read_part(folder, features_file, read_text_table)
     gene_ids = features.iloc[:, 0].to_numpy()
     symbols = features.iloc[:, 1].to_numpy() if features.shape[1] > 1 else gene_ids
     types = (
@@ -159,10 +208,10 @@ def read_10x_h5_file(path: Path, genome: str | None = None) -> ad.AnnData:
         if "matrix" in groups:
             group = handle["matrix"]
             features = group["features"]
-            gene_ids = features["id"][:].astype(str)
-            symbols = features["name"][:].astype(str)
+            gene_ids = decode_text(features["id"][:])
+            symbols = decode_text(features["name"][:])
             types = (
-                features["feature_type"][:].astype(str)
+                decode_text(features["feature_type"][:])
                 if "feature_type" in features
                 else np.full(len(gene_ids), GENE_EXPRESSION)
             )
@@ -173,8 +222,8 @@ def read_10x_h5_file(path: Path, genome: str | None = None) -> ad.AnnData:
                 raise InputError(
                     f"Input {path}: group {genome!r} is not a Cell Ranger v2 matrix (no 'genes')."
                 )
-            gene_ids = group["genes"][:].astype(str)
-            symbols = group["gene_names"][:].astype(str)
+            gene_ids = decode_text(group["genes"][:])
+            symbols = decode_text(group["gene_names"][:])
             types = np.full(len(gene_ids), GENE_EXPRESSION)
         n_genes, n_cells = (int(v) for v in group["shape"][:])
         # Cell Ranger stores genes x cells in CSC, which is cells x genes in CSR.
@@ -182,7 +231,7 @@ def read_10x_h5_file(path: Path, genome: str | None = None) -> ad.AnnData:
             (group["data"][:].astype(np.float32), group["indices"][:], group["indptr"][:]),
             shape=(n_cells, n_genes),
         )
-        barcodes = group["barcodes"][:].astype(str)
+        barcodes = decode_text(group["barcodes"][:])
     adata = ad.AnnData(
         X=matrix,
         obs=pd.DataFrame(index=pd.Index(barcodes)),
@@ -191,8 +240,18 @@ def read_10x_h5_file(path: Path, genome: str | None = None) -> ad.AnnData:
     return _standardise_var(_gene_expression_only(adata))
 
 
+def decode_text(values: np.ndarray) -> np.ndarray:
+    """Strings of an HDF5 text dataset: Cell Ranger stores names as bytes in UTF-8 (numpy's
+    astype(str) would decode them as ASCII and fail on a name such as "naïve")."""
+    values = np.asarray(values)
+    if values.dtype.kind in ("S", "O"):
+        return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=str)
+    return values.astype(str)
+
+
 def _v2_genome(path: Path, groups: list[str], genome: str | None) -> str:
     """The genome group to read from a Cell Ranger v2 .h5 (one group per genome)."""
+    refuse_other_layout(path, groups, "10x_h5")
     if not groups:
         raise InputError(f"Input {path} is an HDF5 file with no groups; it is not a Cell Ranger matrix.")
     if genome is None:

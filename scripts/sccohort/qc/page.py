@@ -30,10 +30,10 @@ def qc_report_sample(
 ) -> None:
     """Rule qc_report_sample: the QC page of one sample (`html`, figures inline) and its figures as PNGs."""
     from ..plotting import save_figure
-    from ..runtime import atomic_path
+    from ..runtime import atomic_path, read_table
     from . import figures
 
-    cells = pd.read_csv(cells_table, sep="\t")
+    cells = read_table(cells_table)
     thresholds = json.loads(Path(thresholds_json).read_text())
     drawn = {
         distributions_png: figures.plot_distributions(cells, thresholds["qc"]),
@@ -48,7 +48,7 @@ def qc_report_sample(
         "removed": pages.file_data_uri(removed_png),
     }
     with atomic_path(html) as tmp:
-        tmp.write_text(render_sample_page(cells, thresholds, sample=sample, figures=uris))
+        tmp.write_text(render_sample_page(cells, thresholds, sample=sample, figures=uris), encoding="utf-8")
     log.info("wrote %s", html)
 
 

@@ -12,12 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..counts import is_integer_valued
-from ..errors import InputError
+from ..errors import READ_ERRORS, InputError
 from ..names import GENE_EXPRESSION
-from .load import check_count_values, detect_format, find_mtx_files, var_columns
+from .load import (
+    check_count_values,
+    detect_format,
+    find_mtx_files,
+    read_part,
+    read_text_table,
+    refuse_other_layout,
+    unreadable,
+    var_columns,
+)
 
 # Values checked when the DAG is built: the first stored values of the matrix (load_sample checks all).
 HEAD_VALUES = 10_000
@@ -44,6 +52,8 @@ def probe_input(path: str | Path, counts_layer: str | None = None, genome: str |
                 _probe_h5ad(handle, path, counts_layer)
             else:
                 _probe_10x_h5(handle, path, genome)
+    except PermissionError as exc:
+        raise unreadable(f"Input {path}", "cannot be opened", exc) from None
     except OSError as exc:
         raise InputError(
             f"Input {path} cannot be opened as HDF5 ({exc}); the file may be corrupt or truncated."
@@ -52,6 +62,7 @@ def probe_input(path: str | Path, counts_layer: str | None = None, genome: str |
 
 
 def _probe_h5ad(handle, path: Path, counts_layer: str | None) -> None:
+    refuse_other_layout(path, handle.keys(), "h5ad")
     if counts_layer and counts_layer not in handle.get("layers", {}):
         layers = list(handle["layers"].keys()) if "layers" in handle else []
         raise InputError(
@@ -64,6 +75,7 @@ def _probe_h5ad(handle, path: Path, counts_layer: str | None) -> None:
 
 def _probe_10x_h5(handle, path: Path, genome: str | None) -> None:
     groups = list(handle.keys())
+    refuse_other_layout(path, groups, "10x_h5")
     if "matrix" in groups:
         missing = [k for k in ("data", "indices", "indptr", "shape", "barcodes") if k not in handle["matrix"]]
         if missing:
@@ -110,11 +122,8 @@ def inspect_input(
             summary = _inspect_10x_h5(path, genome)
     except InputError:
         raise
-    except (OSError, KeyError, ValueError, IndexError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"Input {path} could not be read as {fmt} ({type(exc).__name__}: {exc}); the file may be corrupt, "
-            "truncated or of another format."
-        ) from exc
+    except READ_ERRORS as exc:
+        raise unreadable(f"Input {path}", f"could not be read as {fmt}", exc) from exc
     if summary.n_cells == 0 or summary.n_genes == 0:
         raise InputError(
             f"Input {path} holds an empty matrix ({summary.n_cells} cells x {summary.n_genes} genes); check that it "
@@ -133,9 +142,26 @@ def _gene_expression(ids, symbols, types) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _inspect_mtx(folder: Path) -> InputSummary:
+    matrix_file, _, features_file = find_mtx_files(folder)
+    n_genes, n_cells, values = read_part(folder, matrix_file, _matrix_head)
+    check_count_values(np.array(values), folder, f" (first {len(values):,} values checked)")
+    features = read_part(folder, features_file, read_text_table)
+    if len(features) != n_genes:
+        raise InputError(
+            f"10x mtx directory {folder}: the matrix has {n_genes} genes but {features_file.name} lists "
+            f"{len(features)}; the files do not belong together."
+        )
+    ids = features.iloc[:, 0]
+    symbols = features.iloc[:, 1] if features.shape[1] > 1 else ids
+    types = features.iloc[:, 2] if features.shape[1] > 2 else None
+    gene_ids, gene_symbols = _gene_expression(ids, symbols, types)
+    return InputSummary("10x_mtx", n_cells, len(gene_ids), gene_ids, gene_symbols)
+
+
+def _matrix_head(matrix_file: Path) -> tuple[int, int, list[float]]:
+    """(genes, cells, the first HEAD_VALUES values) of a Matrix Market file, gzipped or not."""
     import gzip
 
-    matrix_file, _, features_file = find_mtx_files(folder)
     opener = gzip.open if matrix_file.name.endswith(".gz") else open
     values = []
     with opener(matrix_file, "rt") as handle:
@@ -154,18 +180,7 @@ def _inspect_mtx(folder: Path) -> InputSummary:
                 values.append(float(fields[2]))
             if len(values) >= HEAD_VALUES:
                 break
-    check_count_values(np.array(values), folder, f" (first {len(values):,} values checked)")
-    features = pd.read_csv(features_file, sep="\t", header=None, dtype=str)
-    if len(features) != n_genes:
-        raise InputError(
-            f"10x mtx directory {folder}: the matrix has {n_genes} genes but {features_file.name} lists "
-            f"{len(features)}; the files do not belong together."
-        )
-    ids = features.iloc[:, 0]
-    symbols = features.iloc[:, 1] if features.shape[1] > 1 else ids
-    types = features.iloc[:, 2] if features.shape[1] > 2 else None
-    gene_ids, gene_symbols = _gene_expression(ids, symbols, types)
-    return InputSummary("10x_mtx", n_cells, len(gene_ids), gene_ids, gene_symbols)
+    return n_genes, n_cells, values
 
 
 def _inspect_h5ad(path: Path, counts_layer: str | None) -> InputSummary:

@@ -82,7 +82,13 @@ def build_report(
     bodies = {
         "qc": section_qc(data, inputs, sheet=sheet, report_dir=report_dir, max_points=max_points, seed=seed),
         "integration": section_integration(
-            data, inputs, config=config, max_points=max_points, seed=seed, report_dir=report_dir
+            data,
+            inputs,
+            config=config,
+            max_points=max_points,
+            seed=seed,
+            report_dir=report_dir,
+            warnings=warnings,
         ),
         "clustering": section_clustering(
             data, inputs, max_points=max_points, seed=seed, warnings=warnings, report_dir=report_dir

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
+from ..runtime import read_table
 from .tables import qc_summary_table
 
 # The columns of cells.tsv.gz the report uses (the rest of the table is never read).
@@ -100,8 +101,9 @@ def optional_path(path) -> Path | None:
 
 
 def read_tsv(path, **kwargs) -> pd.DataFrame:
+    """A table a stage wrote, values as written (runtime.read_table: NA, None, null stay text)."""
     try:
-        return pd.read_csv(path, sep="\t", **kwargs)
+        return read_table(path, **kwargs)
     except (OSError, ValueError) as error:
         raise InputError(f"Cannot read table {path}: {error}. Re-run the rule that writes it.") from None
 
@@ -129,7 +131,7 @@ def read_cells(path) -> pd.DataFrame:
 
 def read_de_summary(path) -> pd.DataFrame:
     """results/de/summary.tsv: text columns as written, the counts as numbers (NaN when empty)."""
-    summary = read_tsv(path, dtype=str, keep_default_na=False)
+    summary = read_tsv(path, dtype=str)
     for column in DE_SUMMARY_NUMBERS:
         if column in summary:
             summary[column] = pd.to_numeric(summary[column], errors="coerce")
@@ -137,8 +139,8 @@ def read_de_summary(path) -> pd.DataFrame:
 
 
 def read_de_table(path) -> pd.DataFrame:
-    """One group's DE result table (gene names kept as text, even "NA")."""
-    return read_tsv(path, dtype={"gene": str}, keep_default_na=False, na_values=["", "NA", "NaN", "nan"])
+    """One group's DE result table (gene names kept as text, even "NA"; empty numbers are NaN)."""
+    return read_tsv(path)
 
 
 @dataclass
@@ -167,17 +169,11 @@ def load(inputs: ReportInputs) -> ReportData:
         qc=qc,
         cells=cells,
         thresholds=thresholds,
-        umap=read_tsv(inputs.umap, dtype={"sample": str, "condition": str}),
-        umap_uncorrected=read_tsv(inputs.umap_uncorrected, dtype={"sample": str, "condition": str}),
-        metrics=read_tsv(inputs.integration_metrics, dtype={"cluster": str}),
-        clusters=read_tsv(
-            inputs.cluster_annotation, dtype={"cluster": str, "label": str}, keep_default_na=False
-        ),
-        composition=read_tsv(
-            inputs.composition,
-            dtype={"sample": str, "condition": str, "cell_type": str},
-            keep_default_na=False,
-        ),
+        umap=read_tsv(inputs.umap),
+        umap_uncorrected=read_tsv(inputs.umap_uncorrected),
+        metrics=read_tsv(inputs.integration_metrics),
+        clusters=read_tsv(inputs.cluster_annotation),
+        composition=read_tsv(inputs.composition),
     )
 
 
@@ -186,7 +182,7 @@ def merge_warnings(merge_summary, qc: pd.DataFrame) -> list[str]:
     path = optional_path(merge_summary)
     if path is None:
         return []
-    merge = read_tsv(path, dtype={"sample": str})
+    merge = read_tsv(path)
     if "dropped_by_qc" not in merge:
         return []
     dropped = merge.loc[merge["dropped_by_qc"].astype(str).str.lower() == "true", "sample"].tolist()

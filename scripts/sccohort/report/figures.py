@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..pages import file_data_uri  # noqa: E402
-from ..plotting import figure_data_uri, scatter_categorical, short_label  # noqa: E402
-from .data import optional_path  # noqa: E402
+from ..pages import file_data_uri
+from ..plotting import figure_data_uri, plt, scatter_categorical, short_label  # plt: the shared set-up
+from .data import optional_path
 
 # (column of cells.tsv.gz, axis label, log scale) of the QC panel's rows.
 QC_METRICS = (

@@ -179,7 +179,7 @@ def write_custom_content(qc: pd.DataFrame, paths: Mapping[str, str | Path]) -> N
 
     for name, text in custom_content(qc).items():
         with atomic_path(paths[name]) as tmp:
-            tmp.write_text(text)
+            tmp.write_text(text, encoding="utf-8")
 
 
 def multiqc_command(files, outdir: str | Path, filename: str) -> list[str]:

@@ -97,7 +97,7 @@ def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -
     columns = [c for c in CLUSTER_ANNOTATION_COLUMNS if c in clusters]
     agreement = optional_path(inputs.method_agreement)
     missing = optional_path(inputs.missing_markers)
-    missing_table = read_tsv(missing, keep_default_na=False) if missing is not None else None
+    missing_table = read_tsv(missing) if missing is not None else None
     return {
         "warnings": found,
         "notes": column_notes(columns),
@@ -117,7 +117,7 @@ def markers_part(inputs: ReportInputs) -> dict:
     top = None
     markers = optional_path(inputs.markers)
     if markers is not None:
-        table = read_tsv(markers, dtype={"cluster": str, "gene": str}, keep_default_na=False)
+        table = read_tsv(markers)
         if len(table):
             top = table_data(top_markers(table, 10), "cluster-markers")
     return {
@@ -134,7 +134,7 @@ def composition_part(data: ReportData, inputs: ReportInputs, *, type_order: Sequ
     by_condition, notes = None, []
     path = optional_path(inputs.composition_by_condition)
     if path is not None:
-        table = read_tsv(path, dtype={"condition": str, "cell_type": str}, keep_default_na=False)
+        table = read_tsv(path)
         if len(table):
             shown = composition_by_condition(table)
             by_condition = table_data(shown, "composition-condition")

@@ -34,15 +34,41 @@ def integration_umaps(data: ReportData, *, integration: str, max_points: int, se
         panels += [(f"before integration (PCA): {k}", before, k) for k in keys]
         panels += [(f"after {integration}: {k}", after, k) for k in keys]
     else:
-        panels += [(f"no integration (cohort.integration: none): {k}", after, k) for k in keys]
+        panels += [(f"no integration: {k}", after, k) for k in keys]
     return plot_umap_grid(panels, colours, ncols=max(len(keys), 1))
 
 
+def integration_run(data: ReportData, config: Mapping) -> tuple[str, str | None]:
+    """(the integration that ran, why none ran or None): the diagnostics hold a graph per
+    integration that ran, so a Harmony the cohort stage skipped (every batch key has a single
+    level, e.g. a one-sample pilot) is told apart from one that ran."""
+    cohort = config.get("cohort", {})
+    configured = cohort.get("integration", "harmony")
+    if configured == "none":
+        return "none", "cohort.integration is none"
+    if configured in set(data.metrics["graph"].astype(str)):
+        return configured, None
+    keys = ", ".join(cohort.get("batch_keys") or ["sample"])
+    return "none", (
+        f"{configured} was skipped: every batch key (cohort.batch_keys: {keys}) has a single level in "
+        "the merged cohort, so there is no batch to correct"
+    )
+
+
 def section_integration(
-    data: ReportData, inputs: ReportInputs, *, config: Mapping, max_points: int, seed: int, report_dir: Path
+    data: ReportData,
+    inputs: ReportInputs,
+    *,
+    config: Mapping,
+    max_points: int,
+    seed: int,
+    report_dir: Path,
+    warnings: list | None = None,
 ) -> Markup:
-    """The "Integration" section."""
-    integration = config.get("cohort", {}).get("integration", "harmony")
+    """The "Integration" section; appends a skipped integration to `warnings`."""
+    integration, not_run = integration_run(data, config)
+    if not_run and warnings is not None and config.get("cohort", {}).get("integration") != "none":
+        warnings.append(f"Integration: {not_run}.")
     fig = integration_umaps(data, integration=integration, max_points=max_points, seed=seed)
     metrics = data.metrics
     overall = metrics[metrics["cluster"].astype(str) == "all"].drop(columns=["cluster"])
@@ -50,6 +76,7 @@ def section_integration(
     return render(
         "report_integration.html.j2",
         integration=integration,
+        not_run=not_run,
         max_points=max_points,
         n_cells=len(data.umap),
         seed=seed,
