@@ -105,10 +105,12 @@ def summary_table(cells: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
 
 
 def page_warnings(thresholds: dict) -> list[str]:
-    """The sample's warnings: dropped sample, skipped doublet calling, metric notes."""
+    """The sample's warnings: filters that removed a large share (thresholds.json "warnings"),
+    dropped sample, skipped doublet calling, metric notes."""
     status = thresholds.get("status", {})
+    removals = [w.get("message", str(w)) if isinstance(w, dict) else str(w) for w in thresholds.get("warnings") or []]
     warnings = [w for w in (status.get("warning"), thresholds.get("doublets", {}).get("skipped")) if w]
-    return warnings + thresholds.get("notes", [])
+    return removals + warnings + thresholds.get("notes", [])
 
 
 def render_sample_page(cells: pd.DataFrame, thresholds: dict, *, sample: str, figures: dict[str, str]) -> str:
