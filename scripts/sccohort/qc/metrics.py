@@ -357,7 +357,8 @@ def run_qc(
 
 
 def _neighbourhood_reasons(adata, thresholds, fail_reason, qc_options, overrides, seed) -> pd.Series:
-    """damage.neighbourhood_checks on the cells passing the sample-wide limits; their reasons are
+    """damage.neighbourhood_checks on the cells passing the sample-wide limits (the species check
+    aside, so that turning it on changes no other cell's call); their reasons are
     added to `fail_reason` and their record to `thresholds` ("neighbourhood", "damaged", and
     "upper_neighbours" in the counts and genes entries)."""
     from .damage import neighbourhood_checks
@@ -374,7 +375,7 @@ def _neighbourhood_reasons(adata, thresholds, fail_reason, qc_options, overrides
     }
     masks, record = neighbourhood_checks(
         adata,
-        candidates=(fail_reason == "").to_numpy(),
+        candidates=fail_reason.isin(("", "high_pct_other_species")).to_numpy(),
         n_neighbors=int(qc_options.get("n_neighbors", 30)),
         n_mads_mt=n_mads["n_mads_mt"],
         n_mads_mt_alone=n_mads["n_mads_mt_alone"] or 6.0,
