@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine with Python 3.11:
 #   make run    creates .venv from requirements.lock and runs the workflow on the bundled example
-#   make test   creates .venv and runs the test suite
+#   make test   creates .venv (and .venv-cellxgene, the CELLxGENE validator's) and runs the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,11 @@ PYTEST_ARGS ?=
 # keeps both cores busy meanwhile (TEST_WORKERS=0 runs in one process)
 TEST_WORKERS ?= 2
 
-.PHONY: venv run test test-fast lint clean
+# cellxgene-schema pins its own anndata/scipy: the validator of the CELLxGENE export lives in
+# its own venv (requirements-cellxgene.lock); tests/export/test_cellxgene.py runs it from there
+CXG_VENV ?= .venv-cellxgene
+
+.PHONY: venv cellxgene-venv run test test-fast lint clean
 
 $(BIN)/snakemake: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +25,19 @@ $(BIN)/snakemake: requirements.lock
 
 venv: $(BIN)/snakemake
 
+$(CXG_VENV)/bin/cellxgene-schema: requirements-cellxgene.lock
+	$(PYTHON) -m venv $(CXG_VENV)
+	$(CXG_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CXG_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-cellxgene.lock
+	$(CXG_VENV)/bin/python -m pip check
+	touch $@
+
+cellxgene-venv: $(CXG_VENV)/bin/cellxgene-schema
+
 run: venv
 	$(BIN)/snakemake --cores $(CORES)
 
-test: venv
+test: venv cellxgene-venv
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: venv

@@ -16,6 +16,7 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/annotation.smk"
 include: "workflow/rules/de.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -20,6 +20,8 @@ def main(smk, log):
         markers=inputs.markers,
         cluster_dotplot=inputs.cluster_dotplot,
         cluster_annotation=inputs.cluster_annotation,
+        cluster_composition=inputs.cluster_composition,
+        cell_types=inputs.cell_types,
         missing_markers=inputs.missing_markers,
         composition=inputs.composition,
         composition_by_condition=inputs.composition_by_condition,

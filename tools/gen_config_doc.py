@@ -60,7 +60,8 @@ sccohort needs two files, both relative to the directory you run `snakemake` in:
 In the repository, or in a project folder deployed with snakedeploy (README, "Your own data"),
 plain `snakemake` picks up the workstation profile `profiles/default` by itself. On a SLURM
 cluster run `snakemake --workflow-profile profiles/slurm` (edit the partition and account in
-`profiles/slurm/config.yaml` first). Add `--sdm conda` to run each rule in its pinned conda env
+`profiles/slurm/config.yaml` first;
+`docs/deployment.md` says why `--profile` would be the wrong flag here). Add `--sdm conda` to run each rule in its pinned conda env
 from `envs/`. A project starts from `config/template/` (this config without the example's
 contrast, and an empty sample sheet).
 """

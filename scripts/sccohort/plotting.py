@@ -60,6 +60,18 @@ def categories(values) -> list[str]:
     return sorted(values.dropna().astype(str).unique())
 
 
+def natural_order(values) -> list[str]:
+    """Unique values as strings, numbers numerically first (cluster ids 0, 1, 2, ..., 10), then
+    the rest alphabetically: the order in which the report lists and colours a categorical."""
+    import re
+
+    def is_number(value: str) -> bool:
+        return bool(re.fullmatch(r"-?\d+(\.\d+)?", value))
+
+    unique = list(dict.fromkeys(str(v) for v in pd.Series(values).dropna()))
+    return sorted(unique, key=lambda v: (0, float(v), "") if is_number(v) else (1, 0.0, v))
+
+
 def store_colours(adata, key: str) -> dict[str, str]:
     """Write the palette of categorical ``obs[key]`` to ``uns["<key>_colors"]`` and return it.
 

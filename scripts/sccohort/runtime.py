@@ -117,6 +117,20 @@ def write_table(df, path: str | os.PathLike, index: bool = False) -> None:
         df.to_csv(tmp, sep="\t", index=index, compression=compression)
 
 
+def uns_without_none(value):
+    """`value` (uns or a part of it) with every None dropped from its mappings and lists.
+
+    anndata 0.12 writes None, but the anndata of older readers (cellxgene installs, scanpy < 1.10)
+    refuses the file; scanpy reads a missing key as None (uns["log1p"] = {} is natural log)."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {k: uns_without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [uns_without_none(v) for v in value if v is not None]
+    return value
+
+
 def read_table(path: str | os.PathLike, *, dtype=None, **options):
     """Read back a TSV the workflow wrote with write_table (gzipped when the name ends in .gz).
 
@@ -146,7 +160,10 @@ def read_table(path: str | os.PathLike, *, dtype=None, **options):
 
 
 def write_h5ad(adata, path: str | os.PathLike) -> None:
-    """Write an AnnData atomically (lzf: fast, and a fraction of gzip's write time)."""
+    """Write an AnnData atomically (lzf: fast, and a fraction of gzip's write time).
+
+    Writes: adata.uns without None values (uns_without_none)."""
+    adata.uns = uns_without_none(adata.uns)
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp, compression="lzf")
 
@@ -170,7 +187,8 @@ def write_h5ad_update(source, adata, path, keys=("obs", "obsm", "obsp", "uns")) 
                 if key in handle:
                     del handle[key]
                 value = getattr(adata, key)
-                write_elem(handle, key, value if key == "obs" else dict(value))
+                value = value if key == "obs" else dict(value)
+                write_elem(handle, key, uns_without_none(value) if key == "uns" else value)
 
 
 def _json_default(value):

@@ -9,7 +9,6 @@ Clusters are computed here (HVG -> PCA -> exact kNN -> Leiden, seeded); no label
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import anndata as ad
@@ -59,8 +58,8 @@ MARKER_MAJOR = {
 
 def cluster(adata: ad.AnnData, resolution: float = RESOLUTION, seed: int = 0, n_pcs: int = 20, k: int = 15):
     """Log-normalise (library size over all genes of the source: obs total_counts), then the
-    usual HVG -> scaled PCA -> kNN graph -> Leiden; writes X, layers['counts'], obsm['X_pca'] and
-    obs[leiden_<res>]. Exact kNN (sklearn) keeps the test free of numba compilation."""
+    usual HVG -> scaled PCA -> kNN graph -> Leiden; writes X, layers['counts'], obsm['X_pca'],
+    obsp['connectivities'] (the kNN graph) and obs[leiden_<res>]. Exact kNN (sklearn) keeps the test free of numba compilation."""
     import scanpy as sc
     from sklearn.decomposition import PCA
     from sklearn.neighbors import kneighbors_graph
@@ -77,6 +76,7 @@ def cluster(adata: ad.AnnData, resolution: float = RESOLUTION, seed: int = 0, n_
     )
     graph = kneighbors_graph(adata.obsm["X_pca"], k, mode="connectivity")
     graph = sp.csr_matrix(((graph + graph.T) > 0).astype(np.float64))
+    adata.obsp["connectivities"] = graph
     sc.tl.leiden(
         adata,
         resolution=resolution,
@@ -104,28 +104,51 @@ def major_accuracy(published: pd.Series, labels: pd.Series, published_major: dic
     return float((called[keep] == truth[keep]).mean())
 
 
-def train_celltypist_style_model(reference: ad.AnnData, path: Path, seed: int = 0) -> Path:
-    """A model in CellTypist's file format (pickled dict: Model = LogisticRegression with
-    `features`, Scaler_ = StandardScaler, description), trained as celltypist.train does on
-    log1p counts per 10k scaled with a StandardScaler (values above 10 set to 10)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+def train_celltypist_model(reference_path: Path, path: Path) -> Path:
+    """A CellTypist model trained by celltypist.train on log1p counts per 10k of the reference's
+    cells (no feature selection) and written with Model.write: the .pkl a user gives as
+    annotation.celltypist_model. SGD logistic regression (use_SGD, seeded): celltypist 1.7.1's
+    default solver passes multi_class, which scikit-learn 1.8 removed."""
+    import os
+    import tempfile
 
-    x = lognormalise(reference.X).toarray()
-    scaler = StandardScaler().fit(x)
-    scaled = scaler.transform(x)
-    scaled[scaled > 10] = 10
-    classifier = LogisticRegression(max_iter=300, C=0.1, random_state=seed).fit(
-        scaled, reference.obs["label"]
+    os.environ.setdefault("CELLTYPIST_FOLDER", str(Path(tempfile.gettempdir()) / "sccohort-celltypist"))
+    import celltypist
+
+    reference = ad.read_h5ad(reference_path)
+    query = ad.AnnData(
+        X=lognormalise(reference.X),
+        obs=reference.obs[["cell_type"]],
+        var=pd.DataFrame(index=reference.var_names),
     )
-    classifier.features = np.asarray(reference.var_names)
-    description = {
-        "date": "",
-        "details": "test model: Kang 2018 control, 6 donors",
-        "url": "",
-        "source": "",
-        "version": "",
-    }
-    with path.open("wb") as handle:
-        pickle.dump({"Model": classifier, "Scaler_": scaler, "description": description}, handle)
+    model = celltypist.train(
+        query,
+        labels="cell_type",
+        feature_selection=False,
+        use_SGD=True,
+        n_jobs=1,
+        max_iter=200,
+        random_state=0,
+    )
+    model.write(str(path))
     return path
+
+
+def plain_scanpy_labels(adata: ad.AnnData, sets: dict, *, cluster_key: str, seed: int = 0) -> pd.Series:
+    """The plain alternative: scanpy's score_genes for each marker set (log-normalised X; sets
+    with no gene in the data are skipped), the mean score per cluster of `cluster_key`, and each
+    cluster's best set for all of its cells."""
+    import scanpy as sc
+
+    light = ad.AnnData(
+        X=adata.X, obs=adata.obs[[cluster_key]].copy(), var=pd.DataFrame(index=adata.var_names)
+    )
+    columns = []
+    for name, genes in sets.items():
+        genes = [g for g in genes if g in light.var_names]
+        if genes:
+            sc.tl.score_genes(light, genes, score_name=f"plain_{name}", random_state=seed)
+            columns.append(f"plain_{name}")
+    means = light.obs.groupby(cluster_key, observed=True)[columns].mean()
+    best = means.idxmax(axis=1).str.slice(len("plain_"))
+    return light.obs[cluster_key].map(best).astype(str)

@@ -1,5 +1,5 @@
 """Fixtures of the annotation tests: the shipped marker table, the vendored data sets clustered
-(and marker-annotated), the Kang reference and a CellTypist-format model trained on it.
+(and marker-annotated), the Kang reference and a CellTypist model trained on it by celltypist.
 
 Session-scoped: clustering is the slow part and every test copies what it changes.
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from annotate.annotation_data import KEY, MARKERS, REFERENCE, cluster, read, train_celltypist_style_model
+from annotate.annotation_data import KEY, MARKERS, REFERENCE, cluster, read, train_celltypist_model
+from sccohort.annotate.marker_method import annotate_markers
 from sccohort.annotate.marker_table import read_marker_table
 from sccohort.annotate.reference import read_reference
-from sccohort.annotate.scores import annotate_markers
 
 
 @pytest.fixture(scope="session")
@@ -21,18 +21,17 @@ def markers() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def pbmc4k(markers):
-    """pbmc4k cells (SoupX labels) plus 120 lung adenocarcinoma cells, clustered and annotated."""
+    """pbmc4k cells (SoupX labels) plus 120 lung adenocarcinoma cells, clustered and annotated:
+    (adata, the tables of annotate_markers)."""
     adata = cluster(read("pbmc4k_with_cell_lines.h5ad", "published"))
-    table, missing = annotate_markers(adata, markers, cluster_key=KEY, marker_path=MARKERS)
-    return adata, table, missing
+    return adata, annotate_markers(adata, markers, cluster_key=KEY, marker_path=MARKERS)
 
 
 @pytest.fixture(scope="session")
 def kang(markers):
     """Kang 2018: 1,000 control + 1,000 IFN-beta cells (labels for control), clustered and annotated."""
     adata = cluster(read("kang_pbmc_ctrl_stim.h5ad", "cell_type"))
-    table, missing = annotate_markers(adata, markers, cluster_key=KEY, marker_path=MARKERS)
-    return adata, table, missing
+    return adata, annotate_markers(adata, markers, cluster_key=KEY, marker_path=MARKERS)
 
 
 @pytest.fixture(scope="session")
@@ -47,5 +46,5 @@ def reference():
 
 
 @pytest.fixture(scope="session")
-def celltypist_model(reference, tmp_path_factory):
-    return train_celltypist_style_model(reference, tmp_path_factory.mktemp("model") / "kang.pkl")
+def celltypist_model(tmp_path_factory):
+    return train_celltypist_model(REFERENCE, tmp_path_factory.mktemp("model") / "kang.pkl")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from annotate.annotation_data import KEY, MARKERS
 from sccohort.annotate.composition import composition
-from sccohort.annotate.scores import annotate_markers
+from sccohort.annotate.marker_method import annotate_markers
 
 
 def test_composition_tables(kang_query, markers):

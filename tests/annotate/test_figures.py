@@ -5,7 +5,7 @@ from __future__ import annotations
 from annotate.annotation_data import KEY, MARKERS
 from sccohort.annotate.composition import composition
 from sccohort.annotate.figures import dotplot_genes, plot_composition, plot_marker_dotplot, plot_umap_labels
-from sccohort.annotate.scores import annotate_markers
+from sccohort.annotate.marker_method import annotate_markers
 from sccohort.names import UNKNOWN
 
 

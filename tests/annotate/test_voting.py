@@ -21,7 +21,14 @@ def test_run_annotation_with_all_methods_writes_agreement(kang_query, markers, c
         reference_label_key="cell_type",
         n_top_genes=3,
     )
-    for column in ("cell_type", "cell_type_confidence", "cell_type_celltypist", "cell_type_reference"):
+    for column in (
+        "cell_type",
+        "cell_type_confidence",
+        "cell_type_celltypist",
+        "cell_type_reference",
+        "cell_type_consensus",
+        "cell_type_consensus_agreement",
+    ):
         assert column in adata.obs
     agreement = tables["agreement"]
     assert list(agreement["cluster"]) == list(tables["clusters"]["cluster"])

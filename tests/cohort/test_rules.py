@@ -74,6 +74,19 @@ def test_entry_functions_write_what_the_functions_compute(planted, prepared, clu
     )
     metrics = pd.read_csv(out / "integration_metrics.tsv", sep="\t", dtype={"cluster": str})
     assert set(metrics["graph"]) == {"uncorrected", "harmony"}
+    # labels independent of the corrected graph (Leiden on the uncorrected graph) and the scIB
+    # metrics, cohort-wide on the "all" rows
+    overall = metrics[metrics["cluster"] == "all"].set_index("graph")
+    assert overall["label_purity_leiden_uncorrected"].between(0, 1).all()
+    for column in (
+        "scib_ilisi",
+        "scib_kbet",
+        "scib_silhouette_batch",
+        "scib_graph_connectivity_leiden_uncorrected",
+    ):
+        assert overall[column].between(0, 1).all(), column
+    assert overall.loc["harmony", "scib_ilisi"] > overall.loc["uncorrected", "scib_ilisi"]
+    assert metrics.loc[metrics["cluster"] != "all", "scib_ilisi"].isna().all()
     umap_pca = pd.read_csv(out / "umap_pca.tsv.gz", sep="\t")
     np.testing.assert_allclose(umap_pca[["UMAP1", "UMAP2"]], clustered.obsm["X_umap_pca"], rtol=1e-6)
 

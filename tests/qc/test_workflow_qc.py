@@ -38,7 +38,7 @@ def test_qc_target_plans_every_sample_and_nothing_downstream(project_factory):
     result = run_workflow(project, "-n", "qc")
     stats = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+\d+", result.stdout + result.stderr, re.S)
     jobs = {name: int(n) for name, n in (line.split() for line in stats.group(1).splitlines())}
-    assert jobs == {**{rule: len(SMALL_SAMPLES) for rule in PER_SAMPLE_RULES}, "qc": 1}
+    assert jobs == {**{rule: len(SMALL_SAMPLES) for rule in PER_SAMPLE_RULES}, "qc_summary": 1, "qc": 1}
 
 
 @pytest.mark.slow

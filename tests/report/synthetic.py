@@ -175,6 +175,12 @@ def write_synthetic(
                     "batch_mixing_expected": 0.7,
                     "batch_mixing_ratio": mixing / 0.7,
                     "cluster_purity": 0.9,
+                    # the cohort-wide scIB metrics are on the "all" rows only
+                    **(
+                        {"scib_ilisi": mixing / 2, "scib_graph_connectivity_leiden_uncorrected": 0.8}
+                        if cluster == "all"
+                        else {}
+                    ),
                 }
             )
     pd.DataFrame(metrics).to_csv(cohort / "integration_metrics.tsv", sep="\t", index=False)

@@ -100,8 +100,7 @@ def test_columns_are_explained_where_they_appear(report):
     _, text = report
     clustering = text[text.index('id="clustering"') : text.index('id="de"')]
     assert (
-        "<td>cell_agreement</td><td>share of the cluster&#39;s cells whose own best-scoring type"
-        in clustering
+        "<td>cell_agreement</td><td>share of the cells whose own label (smoothed scores) agrees" in clustering
     )
     de = text[text.index('id="de"') :]
     assert "<td>padj</td>" in de and "<td>samples (test / ref.)</td>" in de

@@ -153,3 +153,48 @@ def test_de_groups_show_the_de_stages_volcano_plots(synthetic, tmp_path):
     assert "Volcano plot of B not available: figures/group_2.volcano.png not found." in text
     assert "log2 fold-change heat map" not in text
     assert len([t for t in Page(text).tables if t.startswith("de-stim_vs_ctrl-")]) == 2
+
+
+def test_summary_links_to_the_cell_browser_and_the_cellxgene_export(synthetic):
+    """Links to the exports the run wrote (the rule takes them as inputs), relative to report.html
+    in the results folder; none to an export that is off or absent (a link must resolve)."""
+    root, inputs, config, sheet, text = synthetic
+    assert "cellbrowser/index.html" not in text  # the synthetic results hold no export
+
+    def build(name, cfg):
+        return build_report(
+            inputs,
+            cfg,
+            sheet=sheet,
+            versions={"scanpy": "1.11.5"},
+            checksum_paths={},
+            report_path=root / "results" / name,
+        )
+
+    (root / "results" / "cellbrowser").mkdir(exist_ok=True)
+    (root / "results" / "cellbrowser" / "index.html").write_text("<html></html>")
+    (root / "results" / "export").mkdir(exist_ok=True)
+    (root / "results" / "export" / "cellxgene.h5ad").write_bytes(b"")
+    try:
+        hrefs = [attrs.get("href") for tag, attrs in Page(build("report_on.html", config)).tags if tag == "a"]
+        assert "cellbrowser/index.html" in hrefs and "export/cellxgene.h5ad" in hrefs
+        text_off = build("report_off.html", {**config, "export": {"cellbrowser": False, "cellxgene": False}})
+        assert "cellbrowser/index.html" not in text_off and "export/cellxgene.h5ad" not in text_off
+    finally:  # the fixture is shared: other tests check that every link of its report resolves
+        (root / "results" / "cellbrowser" / "index.html").unlink()
+        (root / "results" / "export" / "cellxgene.h5ad").unlink()
+
+
+def test_integration_section_shows_the_scib_metrics_per_graph(synthetic):
+    _, _, _, _, text = synthetic
+    tables = Page(text).tables
+    scib = tables["integration-scib"]
+    assert scib[0] == ["metric", "uncorrected", "harmony"]
+    rows = {row[0]: row[1:] for row in scib[1:]}
+    assert rows["ilisi"] == ["0.05", "0.3"] and rows["graph_connectivity_leiden_uncorrected"] == [
+        "0.8",
+        "0.8",
+    ]
+    # the per-cluster and overall diagnostics tables keep their columns, without the scib ones
+    assert not any(cell.startswith("scib_") for cell in tables["integration-overall"][0])
+    assert not any(cell.startswith("scib_") for cell in tables["integration-clusters"][0])

@@ -10,6 +10,7 @@
 
 # common.smk puts scripts/ on sys.path.
 from sccohort import annotate as annotation_lib
+from sccohort.names import leiden_key
 
 try:
     ANNOTATION_SETTINGS = annotation_lib.check_annotation_config(config, SCCOHORT_ROOT)
@@ -57,6 +58,8 @@ ANNOTATION_AGREEMENT = (
 ANNOTATION_OUTPUTS = [
     f"{RESULTS}/cohort/integrated.h5ad",
     f"{ANNOTATION}/cluster_annotation.tsv",
+    f"{ANNOTATION}/cluster_composition.tsv",
+    f"{ANNOTATION}/cell_types.tsv.gz",
     f"{ANNOTATION}/missing_markers.tsv",
     *[str(path) for path in ANNOTATION_AGREEMENT.values()],
     f"{ANNOTATION}/composition.tsv",
@@ -76,6 +79,8 @@ rule annotate_cells:
         **ANNOTATION_CLUSTER_MARKERS,
         h5ad=f"{RESULTS}/cohort/clustered.h5ad",
         markers=annotation_markers_matched,
+        # stored in the object as uns["rank_genes_groups"], scanpy's layout
+        cohort_markers=f"{RESULTS}/cohort/markers.tsv",
     output:
         **ANNOTATION_AGREEMENT,
         h5ad=f"{RESULTS}/cohort/integrated.h5ad",
@@ -93,6 +98,14 @@ rule annotate_cells:
             subcategory="Labels",
             labels={"table": "missing marker genes"},
         ),
+        composition=report(
+            f"{ANNOTATION}/cluster_composition.tsv",
+            caption="../report/annotation_cluster_composition.rst",
+            category="3. Annotation",
+            subcategory="Labels",
+            labels={"table": "labels per cluster"},
+        ),
+        cells=f"{ANNOTATION}/cell_types.tsv.gz",
     log:
         "logs/annotation/annotate_cells.log",
     benchmark:
@@ -105,6 +118,10 @@ rule annotate_cells:
         runtime=runtime_from_input(15, 0.1),
     params:
         cluster_key=ANNOTATION_SETTINGS["cluster_key"],
+        # the clustering of results/cohort/markers.tsv (cohort_markers)
+        markers_cluster_key=leiden_key(config["cohort"]["default_resolution"]),
+        # the sheet's order: samples are coloured as in the report
+        samples=SAMPLES,
         annotation=config["annotation"],
         seed=SEED,
     script:

@@ -188,7 +188,8 @@ rule cohort_diagnostics:
         "../../envs/cohort.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb_from_input(1500, 1),
+        # jax (scib-metrics) alone takes ~1 GB
+        mem_mb=mem_mb_from_input(2500, 1),
         runtime=runtime_from_input(10, 0.02),
     params:
         cohort=config["cohort"],

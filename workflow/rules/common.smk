@@ -158,4 +158,5 @@ def all_outputs():
         + annotation_outputs()
         + de_outputs()
         + report_outputs()
+        + export_outputs()
     )

@@ -15,10 +15,11 @@ MULTIQC_REPORT = f"{MULTIQC_DIR}/multiqc_report.html"
 REPORT_OUTPUTS = [REPORT_HTML, *MULTIQC_CONTENT.values()] + (
     [MULTIQC_REPORT] if config["multiqc"]["run"] else []
 )
-# Optional inputs: method agreement exists only when more than one annotation method runs; DE
-# only when contrasts are configured (each contrast's folder: its tables and the figures/ the
+# Optional inputs: the exports (EXPORT_OUTPUTS, export.smk) the report links to; method agreement
+# exists only when more than one annotation method runs; DE only when contrasts are configured (each contrast's folder: its tables and the figures/ the
 # report embeds, volcano plots and heat map, are known only once de_contrast has run).
 REPORT_OPTIONAL_INPUTS = {
+    **({"exports": EXPORT_OUTPUTS} if EXPORT_OUTPUTS else {}),
     **(
         {"method_agreement": f"{RESULTS}/annotation/method_agreement.tsv"}
         if len(ANNOTATION_SETTINGS["methods"]) > 1
@@ -68,6 +69,8 @@ rule report_html:
         markers=f"{RESULTS}/cohort/markers.tsv",
         cluster_dotplot=f"{RESULTS}/cohort/figures/marker_dotplot.png",
         cluster_annotation=f"{RESULTS}/annotation/cluster_annotation.tsv",
+        cluster_composition=f"{RESULTS}/annotation/cluster_composition.tsv",
+        cell_types=f"{RESULTS}/annotation/cell_types.tsv.gz",
         missing_markers=f"{RESULTS}/annotation/missing_markers.tsv",
         composition=f"{RESULTS}/annotation/composition.tsv",
         composition_by_condition=f"{RESULTS}/annotation/composition_by_condition.tsv",

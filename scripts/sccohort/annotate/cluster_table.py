@@ -1,5 +1,6 @@
-"""cluster_annotation.tsv: the marker method's cluster table with each cluster's top genes and the
-best type's markers found in the data."""
+"""The tables of the labels at the clusters users see: cluster_annotation.tsv (one row per cluster:
+its labels, the evidence and the reason) and cluster_composition.tsv (one row per cluster and
+label: how many of the cluster's cells got it and why), with each cluster's top genes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from ..names import UNKNOWN
+from .scores import cluster_order
 
 LOG = logging.getLogger("sccohort")
 
@@ -69,6 +73,128 @@ def cluster_top_genes(adata, *, cluster_key: str, n_genes: int = 5) -> dict[str,
     return out
 
 
+CLUSTER_COLUMNS = [
+    "cluster",
+    "label",
+    "label_share",
+    "labels",
+    "lineage",
+    "n_cells",
+    "n_units",
+    "best_type",
+    "score",
+    "second_type",
+    "second_score",
+    "margin",
+    "cell_agreement",
+    "mean_confidence",
+    "reason",
+]
+COMPOSITION_COLUMNS = [
+    "cluster",
+    "label",
+    "lineage",
+    "n_cells",
+    "fraction",
+    "mean_confidence",
+    "cell_agreement",
+    "reason",
+    "supporting_markers",
+]
+
+
+def cluster_composition(cells: pd.DataFrame, clusters: pd.Series, *, order: Sequence[str]) -> pd.DataFrame:
+    """cluster_composition.tsv without supporting_markers: one row per (cluster, label) with the
+    cells of that label, their share of the cluster, lineage, mean confidence, the share whose own
+    label agrees with their unit's (cell_agreement) and the most common reason of their label.
+
+    `cells`: label_cells' per-cell table; `clusters`: each cell's cluster; `order`: label order.
+    """
+    frame = cells.assign(
+        cluster=np.asarray(clusters, dtype=str), agrees=cells["own_label"] == cells["unit_label"]
+    )
+    rows = []
+    for cluster in cluster_order(frame["cluster"]):
+        members = frame.loc[frame["cluster"] == cluster]
+        present = set(members["cell_type"])
+        for label in [x for x in order if x in present]:
+            group = members.loc[members["cell_type"] == label]
+            rows.append(
+                (
+                    cluster,
+                    label,
+                    group["lineage"].iloc[0],
+                    len(group),
+                    round(len(group) / len(members), 4),
+                    round(float(group["confidence"].mean()), 4),
+                    round(float(group["agrees"].mean()), 4),
+                    group["reason"].value_counts().index[0],
+                )
+            )
+    return pd.DataFrame(rows, columns=COMPOSITION_COLUMNS[:-1])
+
+
+def cluster_summary(composition: pd.DataFrame, cells: pd.DataFrame, clusters: pd.Series) -> pd.DataFrame:
+    """The cluster table (CLUSTER_COLUMNS): each cluster's most frequent label and its share, all
+    its labels with their cells ("CD4_T 412 (63%), CD8_T 240 (37%)"), its number of units, the
+    evidence of that label (best_type: the label's type where it was decided, or the best type
+    there for Unknown and parent labels; score and runner-up: their mean scores over the cells
+    with that label, at that level of the tree), the share of all its cells whose own label agrees
+    with their unit's, the mean confidence, and the most common reason of the label's cells.
+
+    `cells`: label_cells' per-cell table with the unit of each cell; `clusters`: each cell's cluster.
+    """
+    clusters = np.asarray(clusters, dtype=str)
+    rows = []
+    for cluster, parts in composition.groupby("cluster", sort=False):
+        top = parts.sort_values("n_cells", ascending=False, kind="stable").iloc[0]
+        members = cells.loc[clusters == cluster]
+        labelled = members.loc[members["cell_type"] == top["label"]]
+        chosen = labelled["second_type"].where(labelled["second_type"] != "")
+        second = chosen.mode().iloc[0] if chosen.notna().any() else ""
+        evidence = labelled.loc[labelled["cell_type"] == top["label"]]
+        best = _best_type(evidence)
+        score = float(evidence["score"].mean())
+        second_score = (
+            float(evidence.loc[evidence["second_type"] == second, "second_score"].mean())
+            if second
+            else np.nan
+        )
+        rows.append(
+            (
+                cluster,
+                top["label"],
+                float(top["fraction"]),
+                ", ".join(
+                    f"{r.label} {r.n_cells} ({100 * r.fraction:.0f}%)"
+                    for r in parts.sort_values("n_cells", ascending=False, kind="stable").itertuples()
+                ),
+                top["lineage"],
+                int(parts["n_cells"].sum()),
+                int(members["unit"].nunique()) if "unit" in members else 1,
+                best,
+                score,
+                second,
+                second_score,
+                score - second_score if second else score,
+                float((members["own_label"] == members["unit_label"]).mean()),
+                float(members["confidence"].mean()),
+                top["reason"],
+            )
+        )
+    table = pd.DataFrame(rows, columns=CLUSTER_COLUMNS)
+    return table.set_index("cluster").loc[cluster_order(table["cluster"])].reset_index()
+
+
+def _best_type(cells: pd.DataFrame) -> str:
+    """The type the label's cells were scored best for: the label itself when it is a type the
+    tree chose, else (Unknown, a parent) their most common own label."""
+    label = cells["cell_type"].iloc[0]
+    if label != UNKNOWN and (cells["own_label"] == label).any():
+        return label
+    return cells["own_label"].mode().iloc[0]
+
+
 def cluster_annotation_table(
     table: pd.DataFrame, *, top_genes: Mapping[str, Sequence[str]], present_markers: pd.DataFrame
 ) -> pd.DataFrame:
@@ -80,6 +206,7 @@ def cluster_annotation_table(
     positives = present_markers.loc[present_markers["weight"] > 0]
     markers_of = positives.groupby("cell_type")["gene"].agg(lambda s: ",".join(s))
     out["best_type_markers"] = out["best_type"].map(markers_of).fillna("")
-    for column in ("score", "second_score", "margin", "cell_agreement"):
-        out[column] = out[column].astype(float).round(4)
+    for column in ("label_share", "score", "second_score", "margin", "cell_agreement", "mean_confidence"):
+        if column in out:
+            out[column] = out[column].astype(float).round(4)
     return out

@@ -19,6 +19,7 @@ from .hvg import highly_variable_genes
 from .markers import find_markers, plot_marker_dotplot, read_marker_genes
 from .merge import clean_for_uns, merge_samples
 from .options import cohort_params
+from .scib import add_scib_columns, scib_table
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,9 +201,24 @@ def cohort_diagnostics(
     # without integration (cohort.integration none, or Harmony skipped: a single batch) the
     # uncorrected graph is the one the clustering used
     graphs = {"uncorrected": graph_distances(adata, info["uncorrected_neighbors_key"])}
+    embeddings = {"uncorrected": adata.obsm["X_pca"]}
+    label_keys = []
     if info["integration"] == "harmony":
         graphs["harmony"] = graph_distances(adata, "neighbors")
-    table, _ = integration_metrics(adata.obs, graphs, batch_key=batch_key, cluster_key=cluster_key)
+        embeddings["harmony"] = adata.obsm[info["integrated_rep"]]
+        # labels that do not come from the corrected graph: Leiden on the uncorrected graph
+        label_keys = [uncorrected_clusters(adata, info, resolution=float(p["default_resolution"]), seed=seed)]
+    table, _ = integration_metrics(
+        adata.obs, graphs, batch_key=batch_key, cluster_key=cluster_key, label_keys=label_keys
+    )
+    scib = scib_table(
+        graphs=graphs,
+        embeddings=embeddings,
+        batches=adata.obs[batch_key],
+        label_sets={key: adata.obs[key] for key in [*label_keys, cluster_key]},
+        seed=seed,
+    )
+    table = add_scib_columns(table, scib)
     write_table(table, metrics)
     log.info("Overall diagnostics:\n%s", table[table["cluster"] == "all"].set_index("graph").T.to_string())
 
@@ -217,6 +233,28 @@ def cohort_diagnostics(
         adata.obs, before, after, batch_key=batch_key, cluster_key=cluster_key, path=before_after, seed=seed
     )
     plot_metrics(table, path=metrics_plot)
+
+
+def uncorrected_clusters(adata, info: Mapping, *, resolution: float, seed: int) -> str:
+    """Leiden at `resolution` on the uncorrected kNN graph, with run_leiden's settings. Writes
+    obs["leiden_uncorrected"]; returns that key."""
+    import scanpy as sc
+
+    from .scib import UNCORRECTED_LABELS
+
+    sc.tl.leiden(
+        adata,
+        resolution=resolution,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=seed,
+        key_added=UNCORRECTED_LABELS,
+        neighbors_key=info["uncorrected_neighbors_key"],
+    )
+    log_clusters = adata.obs[UNCORRECTED_LABELS].nunique()
+    logging.getLogger("sccohort").info("Leiden on the uncorrected graph: %d clusters.", log_clusters)
+    return UNCORRECTED_LABELS
 
 
 def cohort_markers(

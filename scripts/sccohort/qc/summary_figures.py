@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..names import REMOVAL_REASONS  # noqa: E402
+from ..names import REMOVAL_REASONS
+from ..plotting import plt  # the shared set-up: Agg, labels drawn as written
 
 PANELS = (
     ("total_counts", "total counts per cell", True),

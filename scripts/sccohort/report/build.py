@@ -110,6 +110,7 @@ def build_report(
         input_checksums=input_checksums,
         warnings=warnings,
         created=created,
+        report_dir=report_dir,
     )
     n_final = int(final_cells_per_sample(data.composition, data.umap).sum())
     subtitle = f"{len(data.qc)} samples, {n_final:,} cells in the final object; created {created}"

@@ -53,6 +53,9 @@ class ReportInputs:
     composition_by_condition: str | None = None
     missing_markers: str | None = None
     method_agreement: str | None = None
+    # the annotation's labels per cluster and label, and per cell (cell_types.tsv.gz)
+    cluster_composition: str | None = None
+    cell_types: str | None = None
     cluster_dotplot: str | None = None
     celltype_dotplot: str | None = None
     composition_plot: str | None = None

@@ -39,13 +39,16 @@ def report_html(
     composition_tests: Sequence[str] = (),
     de_metadata: str | None = None,
     qc_summary: str | None = None,
+    cluster_composition: str | None = None,
+    cell_types: str | None = None,
 ) -> None:
     """Write results/report.html from the stages' tables and figures.
 
     thresholds, cells, qc_pages: one path per sample (in `samples` order); de_dirs: one folder per
     contrast (in `contrasts` order), and so composition_tests (results/composition/<contrast>.tsv, when
     the DE stage runs); sheet: the sample sheet as records; method_agreement and
-    de_summary: None when the workflow does not make them.
+    de_summary: None when the workflow does not make them; cluster_composition and cell_types:
+    the annotation's labels per cluster and per cell (None: the cluster table's labels only).
     """
     import pandas as pd
 
@@ -66,6 +69,8 @@ def report_html(
         markers=markers,
         cluster_dotplot=cluster_dotplot,
         cluster_annotation=cluster_annotation,
+        cluster_composition=cluster_composition or None,
+        cell_types=cell_types or None,
         missing_markers=missing_markers,
         composition=composition,
         composition_by_condition=composition_by_condition,

@@ -19,6 +19,7 @@ from .links import FIGURE_SUFFIXES, file_links, folder_files
 from .render import render
 from .tables import (
     CLUSTER_ANNOTATION_COLUMNS,
+    CLUSTER_COMPOSITION_COLUMNS,
     MARKER_COLUMNS,
     cell_type_per_cell,
     cluster_counts,
@@ -81,7 +82,8 @@ def sizes_part(data: ReportData, *, cluster_key: str) -> dict:
 
 
 def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -> dict:
-    """The cluster annotation table, the methods' agreement and the absent markers.
+    """The cluster annotation table, the labels of each cluster's cells, the methods' agreement
+    and the absent markers.
 
     Appends a warning about the clusters labelled Unknown to `warnings` (the run summary's).
     """
@@ -95,6 +97,10 @@ def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -
         warnings.extend(found)
     clusters = data.clusters
     columns = [c for c in CLUSTER_ANNOTATION_COLUMNS if c in clusters]
+    composition = optional_path(inputs.cluster_composition)
+    composition_table = (
+        read_tsv(composition, dtype={"cluster": str, "label": str}) if composition is not None else None
+    )
     agreement = optional_path(inputs.method_agreement)
     missing = optional_path(inputs.missing_markers)
     missing_table = read_tsv(missing) if missing is not None else None
@@ -103,6 +109,15 @@ def annotation_part(data: ReportData, inputs: ReportInputs, *, warnings: list) -
         "notes": column_notes(columns),
         "table": table_data(clusters[columns], "cluster-annotation"),
         "searchable": len(clusters) > 15,
+        "composition": (
+            table_data(
+                composition_table[[c for c in CLUSTER_COMPOSITION_COLUMNS if c in composition_table]],
+                "cluster-composition",
+            )
+            if composition_table is not None and len(composition_table)
+            else None
+        ),
+        "composition_notes": column_notes(CLUSTER_COMPOSITION_COLUMNS),
         "agreement": table_data(read_tsv(agreement), "method-agreement") if agreement is not None else None,
         "missing_markers": (
             table_data(missing_table, "missing-markers")
@@ -152,6 +167,8 @@ def stage_files(inputs: ReportInputs, report_dir: Path) -> list[dict]:
     folder = Path(inputs.cluster_annotation).parent
     tables = [
         inputs.cluster_annotation,
+        inputs.cluster_composition,
+        inputs.cell_types,
         inputs.composition,
         inputs.composition_by_condition,
         inputs.missing_markers,
@@ -166,7 +183,9 @@ def section_clustering(
 ) -> Markup:
     """The "Clustering and annotation" section; appends its warnings to `warnings`."""
     cluster_key = cluster_column(data, inputs.umap)
-    cell_types = cell_type_per_cell(data.umap, data.clusters, data.annotation_key)
+    per_cell = optional_path(inputs.cell_types)
+    cells = read_tsv(per_cell, dtype=str) if per_cell is not None else None
+    cell_types = cell_type_per_cell(data.umap, data.clusters, data.annotation_key, cells)
     type_order = cell_type_order(data.composition, cell_types)
     return render(
         "report_clustering.html.j2",

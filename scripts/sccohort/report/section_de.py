@@ -194,7 +194,7 @@ def section_de(
     context = {
         "top_genes": top_genes,
         "report_dir": report_dir,
-        "metadata": read_tsv(metadata_path, dtype=str, keep_default_na=False) if metadata_path else None,
+        "metadata": read_tsv(metadata_path, dtype=str) if metadata_path else None,
         "design": de.get("design", "~ condition"),
         "alpha": float(de.get("alpha", 0.05)),
     }

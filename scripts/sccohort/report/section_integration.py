@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import pandas as pd
 from markupsafe import Markup
 
 from ..pages import table_data
@@ -36,6 +37,22 @@ def integration_umaps(data: ReportData, *, integration: str, max_points: int, se
     else:
         panels += [(f"no integration: {k}", after, k) for k in keys]
     return plot_umap_grid(panels, colours, ncols=max(len(keys), 1))
+
+
+SCIB_PREFIX = "scib_"
+
+
+def scib_metrics_table(metrics: pd.DataFrame, columns) -> pd.DataFrame:
+    """The scIB metrics of integration_metrics.tsv (its scib_* columns, on the "all" rows): one
+    row per metric, one column per graph."""
+    import pandas as pd
+
+    overall = metrics[metrics["cluster"].astype(str) == "all"].set_index("graph")[list(columns)]
+    if overall.empty or not columns:
+        return pd.DataFrame()
+    table = overall.T
+    table.insert(0, "metric", [c[len(SCIB_PREFIX) :] for c in table.index])
+    return table.reset_index(drop=True)
 
 
 def integration_run(data: ReportData, config: Mapping) -> tuple[str, str | None]:
@@ -71,8 +88,10 @@ def section_integration(
         warnings.append(f"Integration: {not_run}.")
     fig = integration_umaps(data, integration=integration, max_points=max_points, seed=seed)
     metrics = data.metrics
-    overall = metrics[metrics["cluster"].astype(str) == "all"].drop(columns=["cluster"])
-    per_cluster = metrics[metrics["cluster"].astype(str) != "all"]
+    scib_columns = [c for c in metrics.columns if c.startswith(SCIB_PREFIX)]
+    overall = metrics[metrics["cluster"].astype(str) == "all"].drop(columns=["cluster", *scib_columns])
+    per_cluster = metrics[metrics["cluster"].astype(str) != "all"].drop(columns=scib_columns)
+    scib = scib_metrics_table(metrics, scib_columns)
     return render(
         "report_integration.html.j2",
         integration=integration,
@@ -83,6 +102,7 @@ def section_integration(
         umap=figure_uri(fig),
         overall=table_data(overall.round(4), "integration-overall"),
         per_cluster=table_data(per_cluster.round(4), "integration-clusters") if len(per_cluster) else None,
+        scib=table_data(scib.round(4), "integration-scib", sortable=False) if len(scib) else None,
         plot_given=bool(inputs.integration_plot),
         plot=stage_figure_uri(inputs.integration_plot),
         notes=column_notes(metrics.columns),

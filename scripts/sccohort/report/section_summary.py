@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 from markupsafe import Markup
@@ -53,6 +54,34 @@ def overview(
     return [(label, _shown(value)) for label, value in pairs]
 
 
+def export_links(config: Mapping, report_dir: Path) -> list[dict[str, str]]:
+    """The exports the run wrote (config export block; present in `report_dir`, which the rule
+    ensures by taking them as inputs), with links relative to report.html (in the results folder):
+    label, href and how to open it."""
+    export = config.get("export") or {}
+    links = []
+    if export.get("cellbrowser", True):
+        links.append(
+            {
+                "label": "UCSC Cell Browser",
+                "href": "cellbrowser/index.html",
+                "how": "interactive UMAP by cell type, cluster, sample and condition, with the cluster markers and "
+                "any gene's expression; the page loads its data over HTTP: serve the results folder, e.g. "
+                "python -m http.server --bind 127.0.0.1 -d results, and open http://localhost:8000/cellbrowser/",
+            }
+        )
+    if export.get("cellxgene", True):
+        links.append(
+            {
+                "label": "CELLxGENE export",
+                "href": "export/cellxgene.h5ad",
+                "how": "the annotated cohort in the CELLxGENE schema (cellxgene-schema validate accepts it), for "
+                "CELLxGENE Discover or cellxgene launch",
+            }
+        )
+    return [link for link in links if (report_dir / link["href"]).exists()]
+
+
 def section_summary(
     data: ReportData,
     *,
@@ -62,6 +91,7 @@ def section_summary(
     input_checksums: pd.DataFrame,
     warnings: Sequence[str],
     created: str,
+    report_dir: Path,
 ) -> Markup:
     """The "Run summary" section; `warnings` are every section's, collected before this one."""
     final = final_cells_per_sample(data.composition, data.umap)
@@ -81,4 +111,5 @@ def section_summary(
         versions=table_data(version_table, "versions", sortable=False),
         checksums=table_data(input_checksums, "checksums"),
         config_text=config_yaml(config),
+        exports=export_links(config, report_dir),
     )

@@ -20,14 +20,28 @@ from ..pages import format_number
 CLUSTER_ANNOTATION_COLUMNS = (
     "cluster",
     "label",
+    "labels",
+    "lineage",
     "n_cells",
     "best_type",
     "score",
     "second_type",
     "margin",
     "cell_agreement",
+    "mean_confidence",
     "top_markers",
     "reason",
+)
+# Columns of cluster_composition.tsv the report shows (one row per cluster and label).
+CLUSTER_COMPOSITION_COLUMNS = (
+    "cluster",
+    "label",
+    "n_cells",
+    "fraction",
+    "mean_confidence",
+    "cell_agreement",
+    "reason",
+    "supporting_markers",
 )
 MARKER_COLUMNS = ("cluster", "rank", "gene", "score", "logfoldchange", "pval_adj", "pct_in", "pct_out")
 DE_GENE_COLUMNS = (
@@ -229,11 +243,18 @@ def cluster_key_for(config: Mapping) -> tuple[str, str]:
     return default, annotation
 
 
-def cell_type_per_cell(umap: pd.DataFrame, clusters: pd.DataFrame, cluster_key: str) -> pd.Series | None:
-    """Each cell's label via its annotation cluster (cluster_annotation.tsv: cluster -> label).
+def cell_type_per_cell(
+    umap: pd.DataFrame, clusters: pd.DataFrame, cluster_key: str, cells: pd.DataFrame | None = None
+) -> pd.Series | None:
+    """Each cell's label: its own from the annotation's per-cell table (`cells`, cell_types.tsv.gz:
+    barcode -> cell_type) when given, else via its annotation cluster (cluster_annotation.tsv:
+    cluster -> label).
 
-    None when the UMAP table lacks the cluster column (the figure is then skipped with a note).
+    None when neither can be matched to the UMAP table (the figure is then skipped with a note).
     """
+    if cells is not None and {"barcode", "cell_type"} <= set(cells.columns) and "barcode" in umap:
+        label_of = dict(zip(cells["barcode"].astype(str), cells["cell_type"].astype(str), strict=True))
+        return umap["barcode"].astype(str).map(label_of).fillna(UNKNOWN)
     if cluster_key not in umap or not {"cluster", "label"} <= set(clusters.columns):
         return None
     label_of = dict(zip(clusters["cluster"].astype(str), clusters["label"].astype(str), strict=True))

@@ -84,6 +84,8 @@ def pbmc4k_with_cell_lines():
         {
             "source": "pbmc4k",
             "published": pbmc.obs["Annotation"].astype(str),
+            # the authors' cluster: their NK label covers cluster 8 (NK) and cluster 6 (CD3+ T cells)
+            "published_cluster": pbmc.obs["Cluster"].astype(str),
             "total_counts": pbmc.obs["total_counts"],
         },
         index=pbmc.obs_names,
@@ -109,6 +111,7 @@ def pbmc4k_with_cell_lines():
             {
                 "source": "cellbench_celseq2",
                 "published": meta.loc[singlets, "cell_line"].to_numpy(),
+                "published_cluster": "cell line",
                 "total_counts": total,
             },
             index=[f"cellbench_{c}" for c in singlets],
@@ -138,7 +141,45 @@ def kang_reference_and_query():
     finish(query, HERE / "kang_query_2donors.h5ad")
 
 
+def workflow_subsets():
+    """Whole-workflow accuracy tests (tests/annotate/test_workflow_accuracy.py): raw counts of
+    every gene the workflow would see, cut into samples by the test itself."""
+    rng = np.random.default_rng(SEED)
+    kang = SHARED / "kang2018_ifnb_subsets"
+    paired = ad.read_h5ad(kang / "kang_4samples_2ctrl2stim_1267genes_muscat_example_sce.h5ad")
+    paired.obs = paired.obs[["sample_id", "donor", "condition", "cell_type"]]
+    finish(paired, HERE / "kang_paired_4samples.h5ad")
+    eight = ad.read_h5ad(kang / "kang_ctrl_8donors_1287genes_muscat_kang_se.h5ad")
+    chosen = stratified(eight.obs["donor"].astype(str), 250, rng)
+    eight = eight[chosen].copy()
+    eight.obs = eight.obs[["donor", "cell_type"]]
+    eight.var = eight.var[[]]
+    finish(eight, HERE / "kang_ctrl_8donors_250each.h5ad")
+    # pbmc4k: genes detected in >= 10 of the 2,170 cells (>= 97% of every cell's UMIs), stored as
+    # uint16 CSR in HDF5 with the shuffle filter (two thirds of the size of the .h5ad)
+    pbmc = ad.read_h5ad(SHARED / "soupx_pbmc4k_subset" / "pbmc4k_soupx_2170cells_toc.h5ad")
+    counts = sp.csr_matrix(pbmc.X)
+    keep = np.asarray((counts > 0).sum(axis=0)).ravel() >= 10
+    counts = sp.csr_matrix(counts[:, keep])
+    path = HERE / "pbmc4k_soupx_2170cells.h5"
+    arrays = {
+        "data": counts.data.astype(np.uint16),
+        "indices": counts.indices.astype(np.uint16),
+        "indptr": counts.indptr.astype(np.int32),
+        "shape": np.array(counts.shape),
+        "genes": np.asarray(pbmc.var_names[keep], dtype="S"),
+        "barcodes": np.asarray(pbmc.obs_names, dtype="S"),
+        "annotation": pbmc.obs["Annotation"].astype(str).to_numpy(dtype="S"),
+        "cluster": pbmc.obs["Cluster"].astype(str).to_numpy(dtype="S"),
+    }
+    with h5py.File(path, "w") as handle:
+        for name, values in arrays.items():
+            handle.create_dataset(name, data=values, compression="gzip", compression_opts=9, shuffle=True)
+    print(path.name, counts.shape, f"{path.stat().st_size / 1e6:.2f} MB")
+
+
 if __name__ == "__main__":
     kang_stim()
     pbmc4k_with_cell_lines()
     kang_reference_and_query()
+    workflow_subsets()
