@@ -190,7 +190,9 @@ def test_doublet_action_remove_versus_flag():
 
 def test_fail_reasons_join_in_the_shared_order():
     """fail_reason lists a cell's reasons in names.REMOVAL_REASONS order, the doublet last."""
-    reasons = set(metrics.FAIL_REASONS.values()) | set(metrics.NEIGHBOURHOOD_REASONS) | {metrics.DOUBLET_REASON}
+    reasons = (
+        set(metrics.FAIL_REASONS.values()) | set(metrics.NEIGHBOURHOOD_REASONS) | {metrics.DOUBLET_REASON}
+    )
     assert reasons == set(REMOVAL_REASONS)
     assert REMOVAL_REASONS[-1] == metrics.DOUBLET_REASON
     obs = planted_obs()

@@ -97,13 +97,17 @@ def plot_doublet_scores(cells: pd.DataFrame, doublets: dict):
     axes[0].set_xlabel("doublet score (consensus rank)" if consensus else "Scrublet doublet score")
     if histogram:
         edges = np.asarray(histogram["edges"])
-        axes[1].stairs(histogram["counts"], edges, fill=True, color="#a64", alpha=0.6, label="simulated doublets")
+        axes[1].stairs(
+            histogram["counts"], edges, fill=True, color="#a64", alpha=0.6, label="simulated doublets"
+        )
     if consensus and "doublet_score_scrublet" in cells:
         scrublet = cells["doublet_score_scrublet"].dropna().astype(float)
         axes[1].hist(scrublet, bins=bins, histtype="step", color="#48a", label="observed cells")
     axes[1].set_title("Scrublet: observed and simulated" if consensus else "Simulated doublets")
     axes[1].set_xlabel("Scrublet doublet score")
-    scrublet_threshold = doublets.get("scrublet", {}).get("threshold") if consensus else doublets.get("threshold")
+    scrublet_threshold = (
+        doublets.get("scrublet", {}).get("threshold") if consensus else doublets.get("threshold")
+    )
     for ax, limit, name in (
         (axes[0], doublets.get("threshold"), "call threshold"),
         (axes[1], scrublet_threshold, "Scrublet threshold" if consensus else "threshold"),

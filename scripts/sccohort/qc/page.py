@@ -108,7 +108,9 @@ def page_warnings(thresholds: dict) -> list[str]:
     """The sample's warnings: filters that removed a large share (thresholds.json "warnings"),
     dropped sample, skipped doublet calling, metric notes."""
     status = thresholds.get("status", {})
-    removals = [w.get("message", str(w)) if isinstance(w, dict) else str(w) for w in thresholds.get("warnings") or []]
+    removals = [
+        w.get("message", str(w)) if isinstance(w, dict) else str(w) for w in thresholds.get("warnings") or []
+    ]
     warnings = [w for w in (status.get("warning"), thresholds.get("doublets", {}).get("skipped")) if w]
     return removals + warnings + thresholds.get("notes", [])
 

@@ -38,7 +38,10 @@ def cellbench(source: Path, name: str) -> ad.AnnData:
     obs = pd.DataFrame(
         {
             "demuxlet_cls": meta.loc[cells, "demuxlet_cls"].astype(str).to_numpy(),
-            "cell_line": meta.loc[cells].get("cell_line", meta.loc[cells, "cell_line_demuxlet"]).astype(str).to_numpy(),
+            "cell_line": meta.loc[cells]
+            .get("cell_line", meta.loc[cells, "cell_line_demuxlet"])
+            .astype(str)
+            .to_numpy(),
             "total_counts_all_genes": np.asarray(X.sum(axis=1)).ravel(),
         },
         index=pd.Index(cells, dtype=str),
