@@ -41,7 +41,7 @@ def test_page_has_the_sections_tables_and_figures():
     assert [m for m in re.findall(r'<section id="(\w+)"><h2>([^<]+)</h2>', html)] == [
         ("summary", "Summary"),
         ("thresholds", "Thresholds applied"),
-        ("doublets", "Doublets (Scrublet)"),
+        ("doublets", "Doublets"),
     ]
     assert re.findall(r'<a href="#(\w+)">', html) == ["summary", "thresholds", "doublets"]
     assert html.count(f'src="{URI}"') == 3
