@@ -45,7 +45,7 @@ def test_page_has_the_sections_tables_and_figures():
     ]
     assert re.findall(r'<a href="#(\w+)">', html) == ["summary", "thresholds", "doublets"]
     assert html.count(f'src="{URI}"') == 3
-    assert "<figcaption>Grey: all barcodes; green: kept.</figcaption>" in html
+    assert "<figcaption>Grey: all barcodes; green: kept; red lines: the thresholds." in html
     assert '<div class="warn">&lt;b&gt;note&lt;/b&gt; &amp; more</div>' in html
     assert "<td>no &lt;mito&gt; genes</td>" in html
     assert '<td>cells kept</td><td class="num" data-v="2.0">2</td>' in html
