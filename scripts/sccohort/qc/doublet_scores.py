@@ -39,6 +39,7 @@ MARKERS_PER_CLUSTER = 200
 # Genes count as markers only when detected in this share of cells (so noise does not win lfc).
 MARKER_MIN_DETECTED = 0.02
 EM_ITERATIONS = 30
+N_PARTNERS = 3
 MIXTURE_WEIGHT = 2.0
 SIZE_NEIGHBORS = 30
 # Size weight rises linearly from 0 at the first to 1 at the second Spearman correlation.
@@ -126,8 +127,9 @@ def cluster_profiles(counts, clusters: np.ndarray, cells: np.ndarray) -> np.ndar
 
 
 def mixture_gain(counts, profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(gain per UMI, minor share alpha) of each cell's best mixture of its best cluster with one
-    other (alpha in [0, 0.5], fitted by EM) over its best single cluster (multinomial likelihood)."""
+    """(gain per UMI, minor share alpha) of each cell's best mixture of its best cluster with one of
+    the N_PARTNERS next best (alpha in [0, 0.5], fitted by EM) over its best single cluster
+    (multinomial likelihood)."""
     counts = sp.csr_matrix(counts, dtype=np.float64)
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
     cols, x = counts.indices, counts.data
@@ -137,8 +139,12 @@ def mixture_gain(counts, profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     best_single = single[np.arange(len(major)), major]
     best, alpha = best_single.copy(), np.zeros(len(major))
     p_major = profiles[major[rows], cols]
-    for partner in range(profiles.shape[0]):
-        p_partner = profiles[partner, cols]
+    # Partners tried: the N_PARTNERS next-best single clusters of each cell (a doublet's second
+    # cell type is among them; trying every cluster cost K x the time for the same calls).
+    ranked = np.argsort(-single, axis=1, kind="stable")[:, 1 : N_PARTNERS + 1]
+    for rank in range(ranked.shape[1]):
+        partner = ranked[:, rank]
+        p_partner = profiles[partner[rows], cols]
         share = np.full(len(major), 0.25)
         for _ in range(EM_ITERATIONS):
             s = share[rows]
@@ -148,7 +154,6 @@ def mixture_gain(counts, profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         loglik = np.bincount(
             rows, weights=x * np.log((1 - s) * p_major + s * p_partner), minlength=len(major)
         )
-        loglik[major == partner] = -np.inf
         better = loglik > best
         best[better], alpha[better] = loglik[better], share[better]
     return (best - best_single) / n_umi, alpha
