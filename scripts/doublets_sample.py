@@ -1,4 +1,4 @@
-"""Rule doublets_sample: Scrublet on the QC-passing cells of one sample, then the sample's final outputs."""
+"""Rule doublets_sample: doublet scores and calls for one sample, then the sample's final outputs."""
 
 from sccohort.runtime import run_rule
 

@@ -12,6 +12,7 @@ def main(smk, log):
         sample_row=smk.params.sample_row,
         override_columns=smk.params.override_columns,
         qc_options=smk.params.qc,
+        seed=smk.params.seed,
         log=log,
     )
 

@@ -64,6 +64,7 @@ REMOVAL_REASONS = (
     "low_genes",
     "high_genes",
     "high_pct_mt",
+    "damaged",
     "high_pct_other_species",
     "doublet",
 )

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from sccohort.errors import InputError
 from sccohort.names import REMOVAL_REASONS
-from sccohort.qc import metrics
+from sccohort.qc import fate, metrics
 
 QC_CONFIG = {
     "mt_prefix": "auto",
@@ -146,14 +146,14 @@ def test_failed_sample_policy():
     adata.obs["doublet_score"] = np.nan
     adata.obs["predicted_doublet"] = False
     with pytest.raises(InputError, match="Sample 'S1'.*failed_sample_policy"):
-        metrics.finalise_sample(
+        fate.finalise_sample(
             adata.copy(),
             doublet_action="remove",
             min_cells_after_qc=20,
             failed_sample_policy="fail",
             sample="S1",
         )
-    kept, table, status = metrics.finalise_sample(
+    kept, table, status = fate.finalise_sample(
         adata.copy(),
         doublet_action="remove",
         min_cells_after_qc=20,
@@ -169,7 +169,7 @@ def test_doublet_action_remove_versus_flag():
     adata.obs["fail_reason"] = ""
     adata.obs["doublet_score"] = 0.1
     adata.obs["predicted_doublet"] = np.arange(adata.n_obs) < 10
-    kept, table, _ = metrics.finalise_sample(
+    kept, table, _ = fate.finalise_sample(
         adata.copy(),
         doublet_action="remove",
         min_cells_after_qc=1,
@@ -178,7 +178,7 @@ def test_doublet_action_remove_versus_flag():
     )
     assert kept.n_obs == adata.n_obs - 10
     assert (table.loc[table["predicted_doublet"], "fail_reason"] == "doublet").all()
-    flagged, table, _ = metrics.finalise_sample(
+    flagged, table, _ = fate.finalise_sample(
         adata.copy(),
         doublet_action="flag",
         min_cells_after_qc=1,
@@ -190,7 +190,10 @@ def test_doublet_action_remove_versus_flag():
 
 def test_fail_reasons_join_in_the_shared_order():
     """fail_reason lists a cell's reasons in names.REMOVAL_REASONS order, the doublet last."""
-    assert set(metrics.FAIL_REASONS.values()) | {metrics.DOUBLET_REASON} == set(REMOVAL_REASONS)
+    reasons = (
+        set(metrics.FAIL_REASONS.values()) | set(metrics.NEIGHBOURHOOD_REASONS) | {metrics.DOUBLET_REASON}
+    )
+    assert reasons == set(REMOVAL_REASONS)
     assert REMOVAL_REASONS[-1] == metrics.DOUBLET_REASON
     obs = planted_obs()
     thresholds = metrics.compute_thresholds(obs, qc_options=QC_CONFIG)
@@ -199,7 +202,7 @@ def test_fail_reasons_join_in_the_shared_order():
     assert reason["huge"] == "high_counts;high_genes"
     adata = ad.AnnData(obs=obs.assign(qc_pass=reason == "", fail_reason=reason, doublet_score=0.5))
     adata.obs["predicted_doublet"] = adata.obs_names.isin(["low1", "c0"])
-    _, table, _ = metrics.finalise_sample(
+    _, table, _ = fate.finalise_sample(
         adata, doublet_action="remove", min_cells_after_qc=1, failed_sample_policy="fail", sample="S1"
     )
     table = table.set_index("barcode")

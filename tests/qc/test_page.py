@@ -41,11 +41,11 @@ def test_page_has_the_sections_tables_and_figures():
     assert [m for m in re.findall(r'<section id="(\w+)"><h2>([^<]+)</h2>', html)] == [
         ("summary", "Summary"),
         ("thresholds", "Thresholds applied"),
-        ("doublets", "Doublets (Scrublet)"),
+        ("doublets", "Doublets"),
     ]
     assert re.findall(r'<a href="#(\w+)">', html) == ["summary", "thresholds", "doublets"]
     assert html.count(f'src="{URI}"') == 3
-    assert "<figcaption>Grey: all barcodes; green: kept.</figcaption>" in html
+    assert "<figcaption>Grey: all barcodes; green: kept; red lines: the thresholds." in html
     assert '<div class="warn">&lt;b&gt;note&lt;/b&gt; &amp; more</div>' in html
     assert "<td>no &lt;mito&gt; genes</td>" in html
     assert '<td>cells kept</td><td class="num" data-v="2.0">2</td>' in html

@@ -1,4 +1,4 @@
-# Per-sample stage: load -> QC metrics and thresholds -> Scrublet -> per-sample report.
+# Per-sample stage: load -> QC metrics and thresholds -> doublets -> per-sample report.
 # Each job reads one sample only, so its memory scales with that sample, not the cohort.
 
 
@@ -43,6 +43,7 @@ rule qc_sample:
         sample_row=sample_row,
         qc=config["qc"],
         override_columns=list(sample_sheet.OVERRIDE_COLUMNS),
+        seed=SEED,
     script:
         "../../scripts/qc_sample.py"
 

@@ -1,35 +1,53 @@
-"""Per-sample doublet detection with Scrublet, on that sample's raw counts only.
+"""Per-sample doublet detection on that sample's raw counts only.
 
 Doublets form when two cells share a droplet of one 10x lane, so they are called per sample
 (per lane); simulating doublets from a merged cohort would pair cells that never met.
 
-Threshold: Scrublet's automatic threshold is the minimum between the two modes of the
-simulated-doublet score histogram (skimage's threshold_minimum). When that histogram is not
-bimodal, the automatic threshold either fails or lands inside the singlet mode and calls far
-more doublets than can exist. In both cases the fallback `doublets.fallback_threshold` from the
-config is used, and the reason is recorded: "not bimodal" when the automatic method failed,
-"implausible" when it would call more than IMPLAUSIBLE_FACTOR times the expected rate (and
-at least MIN_IMPLAUSIBLE_RATE of cells).
+doublets.method consensus (default): doublet_score is the consensus of Scrublet and a
+cluster-mixture score, with library size where the sample supports it (qc/doublet_scores.py);
+cells.tsv.gz also keeps each part (doublet_score_scrublet, doublet_score_mixture). method
+scrublet: Scrublet's score and automatic threshold alone, as in earlier versions.
+
+Who is scored: the cells that pass QC and those failing only the upper limits on counts or genes
+(oversized cells are doublet candidates: they keep their QC reason and get a score too).
+
+The expected doublet rate: a sheet column expected_doublet_rate or doublets.expected_rate when
+set; otherwise estimated from the data as Scrublet does (cells above its automatic threshold /
+simulated doublets above it), because the 10x formula (0.8% per 1,000 cells recovered) assumes
+the input is a whole lane, which a subsampled or pre-filtered matrix is not; the formula is the
+fallback when Scrublet finds no threshold or the estimate is implausible. thresholds.json
+records both and which one was used, and why.
+
+Calls (consensus): the doublets.call_share x rate x cells most doublet-like cells by expression
+evidence. The share is below 1 because homotypic doublets (two cells of one type) cannot be told
+from singlets by expression, and real samples hold real doublets among the "singlets": on
+planted-truth PBMC samples call_share 0.3 removed 15-40% of the planted doublets while costing
+0.6-1.5% of the other cells.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 
-from .metrics import finalise_sample
+from . import doublet_scores
+from .fate import finalise_sample, removal_warnings
 
 # 10x Chromium: about 0.8% doublets per 1,000 cells recovered (10x user guide, v3 chemistry).
 RATE_PER_THOUSAND_CELLS = 0.008
 MIN_EXPECTED_RATE = 0.001
 MAX_EXPECTED_RATE = 0.3
+# A data estimate outside these bounds, or from too few detectable simulated doublets, is not used.
+MIN_ESTIMATED_RATE = 0.002
+MAX_ESTIMATED_RATE = 0.5
+MIN_DETECTABLE_FRACTION = 0.05
 IMPLAUSIBLE_FACTOR = 4.0
 MIN_IMPLAUSIBLE_RATE = 0.1
+METHODS = ("consensus", "scrublet")
+# QC reasons that still let a barcode be scored for doublets (oversized cells are candidates).
+SCORED_DESPITE = frozenset({"high_counts", "high_genes"})
 
 
 def doublets_sample(
@@ -45,17 +63,17 @@ def doublets_sample(
     seed: int,
     log: logging.Logger,
 ) -> None:
-    """Rule doublets_sample: Scrublet on the QC-passing cells of one sample, then its final outputs.
+    """Rule doublets_sample: doublet scores and calls for one sample, then its final outputs.
 
-    Writes `cells_table` (every input barcode: metrics, doublet call, pass, fail_reason),
-    `thresholds_json` (QC thresholds, the doublet call, status, notes) and `output` (the kept
-    cells, raw counts, with uns["qc_status"] and uns["qc_thresholds"]).
+    Writes `cells_table` (every input barcode: metrics, doublet scores and call, pass,
+    fail_reason), `thresholds_json` (QC thresholds, the doublet call, status, warnings, notes) and
+    `output` (the kept cells, raw counts, with uns["qc_status"] and uns["qc_thresholds"]).
     """
     from .. import runtime
     from ..sheet import sample_override
 
     adata = ad.read_h5ad(qc_h5ad)
-    info = call_passing_doublets(
+    info = call_sample_doublets(
         adata,
         doublet_options=doublet_options,
         seed=seed,
@@ -65,11 +83,12 @@ def doublets_sample(
         log.warning("sample %s: %s", sample, info["skipped"])
     else:
         log.info(
-            "sample %s: threshold %.3f (%s), %d doublets",
+            "sample %s: expected doublet rate %.2f%% (%s); %d doublets called (%s)",
             sample,
-            info["threshold"],
-            info["threshold_source"],
+            100 * info["expected_rate"],
+            info["expected_rate_source"],
             info["n_doublets"],
+            info["threshold_source"],
         )
     kept, cells, status = finalise_sample(
         adata,
@@ -80,7 +99,10 @@ def doublets_sample(
     )
     if status.get("warning"):
         log.warning("%s", status["warning"])
-    thresholds = thresholds_record(adata, info, status, sample=sample)
+    warnings = removal_warnings(status, limit=qc_options.get("warn_removed_fraction"))
+    for warning in warnings:
+        log.warning("%s", warning["message"])
+    thresholds = thresholds_record(adata, info, status, sample=sample, warnings=warnings)
     kept.uns["qc_thresholds"] = {
         "qc": adata.uns["qc_thresholds"],
         "doublets": {k: v for k, v in info.items() if k != "simulated_histogram"},
@@ -98,98 +120,40 @@ def expected_doublet_rate(n_cells_recovered: int) -> float:
     return float(np.clip(rate, MIN_EXPECTED_RATE, MAX_EXPECTED_RATE))
 
 
-def score_doublets(
-    counts,
-    *,
-    expected_rate: float,
-    seed: int = 0,
-    n_prin_comps: int = 30,
-    fallback_threshold: float = 0.25,
-) -> tuple[pd.DataFrame, dict]:
-    """Scrublet scores and calls for a cells x genes raw-count matrix.
-
-    Returns a frame (doublet_score, predicted_doublet) in the row order of `counts` and a
-    dict describing the call (threshold, its source, rates, simulated scores for the histogram).
-    """
-    import scrublet
-
-    n_cells, n_genes = counts.shape
-    n_prin_comps = int(min(n_prin_comps, n_cells - 1, n_genes - 1))
-    scrub = scrublet.Scrublet(counts, expected_doublet_rate=expected_rate, random_state=seed)
-    # Scrublet prints progress to stdout; keep it out of the rule's output.
-    with contextlib.redirect_stdout(io.StringIO()):
-        scores = scrub_doublets(scrub, n_prin_comps=n_prin_comps)
-        automatic = scrub.call_doublets(verbose=False)
-    info = {
-        "expected_rate": expected_rate,
-        "n_prin_comps": n_prin_comps,
-        "simulated_scores": np.asarray(scrub.doublet_scores_sim_, dtype=float),
-    }
-    if automatic is None:
-        threshold = fallback_threshold
-        source = "fallback (config doublets.fallback_threshold): simulated score histogram not bimodal"
-    else:
-        threshold = float(scrub.threshold_)
-        called_rate = float(np.mean(scores > threshold))
-        if called_rate > max(IMPLAUSIBLE_FACTOR * expected_rate, MIN_IMPLAUSIBLE_RATE):
-            source = (
-                f"fallback (config doublets.fallback_threshold): automatic threshold {threshold:.3f} would call "
-                f"{called_rate:.1%} of cells, implausible for an expected rate of {expected_rate:.1%}"
-            )
-            threshold = fallback_threshold
-        else:
-            source = "automatic (minimum between the modes of the simulated-doublet score histogram)"
-    predicted = scores > threshold
-    info.update(
-        threshold=float(threshold),
-        threshold_source=source,
-        detected_rate=float(np.mean(predicted)),
-        n_doublets=int(predicted.sum()),
+def estimated_doublet_rate(observed: np.ndarray, simulated: np.ndarray, threshold: float | None):
+    """(rate or None, note): Scrublet's estimate, the share of cells above `threshold` divided by
+    the share of simulated doublets above it (the detectable fraction)."""
+    if threshold is None:
+        return None, "Scrublet found no threshold (simulated-score histogram not bimodal)"
+    detected = float(np.mean(observed > threshold))
+    detectable = float(np.mean(simulated > threshold)) if len(simulated) else 0.0
+    if detectable < MIN_DETECTABLE_FRACTION:
+        return None, f"only {detectable:.1%} of simulated doublets lie above Scrublet's threshold"
+    rate = detected / detectable
+    note = (
+        f"{detected:.2%} of cells above Scrublet's threshold {threshold:.3f} / {detectable:.1%} of simulated "
+        f"doublets above it = {rate:.2%}"
     )
-    frame = pd.DataFrame({"doublet_score": scores.astype(float), "predicted_doublet": predicted})
-    return frame, info
+    if not MIN_ESTIMATED_RATE <= rate <= MAX_ESTIMATED_RATE:
+        return None, f"{note}: implausible, not used"
+    return rate, note
 
 
-def scrub_doublets(scrub, *, n_prin_comps: int = 30) -> np.ndarray:
-    """Scrublet.scrub_doublets with its default settings and exact neighbours, step by step.
-
-    The same calls in the same order, except the z-scoring of the observed and simulated cells:
-    Scrublet's pipeline_zscore makes three dense copies of each (subtracting the mean, scaling
-    through a sparse diagonal product, converting the matrix type), which was most of the
-    job's peak memory (1.6 GB at 10,000 cells). Here each is densified once and scaled in place,
-    with the same float64 operations, so the scores are identical (tests/qc/test_doublets.py).
-    Returns the observed cells' doublet scores; the Scrublet object holds the rest.
-    """
-    import scrublet
-
-    scrub._E_sim = None
-    scrub._E_obs_norm = None
-    scrub._E_sim_norm = None
-    scrub._gene_filter = np.arange(scrub._E_obs.shape[1])
-    scrublet.pipeline_normalize(scrub)
-    scrublet.pipeline_get_gene_filter(scrub, min_counts=3, min_cells=3, min_gene_variability_pctl=85)
-    scrublet.pipeline_apply_gene_filter(scrub)
-    scrub.simulate_doublets(sim_doublet_ratio=scrub.sim_doublet_ratio, synthetic_doublet_umi_subsampling=1.0)
-    scrublet.pipeline_normalize(scrub, postnorm_total=1e6)
-    gene_means = np.asarray(scrub._E_obs_norm.mean(0)).ravel()
-    gene_scales = 1 / np.sqrt(scrublet.sparse_var(scrub._E_obs_norm))
-    scrub._E_obs_norm = _zscore_in_place(scrub._E_obs_norm, gene_means, gene_scales)
-    scrub._E_sim_norm = _zscore_in_place(scrub._E_sim_norm, gene_means, gene_scales)
-    scrublet.pipeline_pca(
-        scrub, n_prin_comps=n_prin_comps, random_state=scrub.random_state, svd_solver="arpack"
+def choose_rate(
+    doublet_options: dict, *, override: float | None, estimate: float | None, n_cells_recovered: int
+) -> tuple[float, str, str]:
+    """(rate, source, kind): sheet override, config, data estimate, then the 10x formula."""
+    if override is not None:
+        return float(override), "sample sheet column expected_doublet_rate", "sheet"
+    if doublet_options.get("expected_rate") is not None:
+        return float(doublet_options["expected_rate"]), "config doublets.expected_rate", "config"
+    if estimate is not None:
+        return float(estimate), "estimated from the data (Scrublet's detected / detectable)", "data"
+    return (
+        expected_doublet_rate(n_cells_recovered),
+        f"10x: 0.8% per 1,000 cells recovered ({n_cells_recovered} cells), no usable data estimate",
+        "formula",
     )
-    # Exact neighbours: annoy's parallel index build is not reproducible across core counts.
-    scrub.calculate_doublet_scores(
-        use_approx_neighbors=False, distance_metric="euclidean", get_doublet_neighbor_parents=False
-    )
-    return scrub.doublet_scores_obs_
-
-
-def _zscore_in_place(matrix, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    dense = matrix.toarray()
-    dense -= means
-    dense *= scales
-    return dense
 
 
 def call_doublets(
@@ -200,33 +164,37 @@ def call_doublets(
     seed: int = 0,
     expected_rate_override: float | None = None,
 ) -> tuple[ad.AnnData, dict]:
-    """Scrublet's calls for one sample's cells (raw counts in X); returns (adata, call info).
+    """Doublet scores and calls for one sample's cells (raw counts in X); returns (adata, info).
 
-    Writes: obs["doublet_score"] (float, NaN when skipped) and obs["predicted_doublet"] (bool).
-    `doublet_options` is the config's doublets block. Samples with fewer than its min_cells cells
-    are skipped with a recorded warning: Scrublet's kNN classifier and PCA need a few hundred
-    cells to mean anything.
+    Writes: obs["doublet_score"] (float, NaN when skipped), obs["predicted_doublet"] (bool), and
+    obs["doublet_score_scrublet"], obs["doublet_score_mixture"] (consensus; the mixture score is
+    the log-likelihood gain per UMI). `doublet_options` is the config's doublets block. Samples
+    with fewer than its min_cells cells are skipped with a recorded warning.
     """
-    if expected_rate_override is not None:
-        expected_rate, rate_source = (
-            float(expected_rate_override),
-            "sample sheet column expected_doublet_rate",
-        )
-    elif doublet_options.get("expected_rate") is not None:
-        expected_rate, rate_source = float(doublet_options["expected_rate"]), "config doublets.expected_rate"
-    else:
-        expected_rate = expected_doublet_rate(n_cells_recovered)
-        rate_source = f"10x: 0.8% per 1,000 cells recovered ({n_cells_recovered} cells)"
+    method = doublet_options.get("method", "consensus")
+    if method not in METHODS:
+        raise ValueError(f"doublets.method must be one of {', '.join(METHODS)}, not {method!r}")
+    formula = expected_doublet_rate(n_cells_recovered)
+    info: dict = {
+        "method": method,
+        "expected_rate_formula": formula,
+        "n_cells_recovered": int(n_cells_recovered),
+    }
+    for column in ("doublet_score", "doublet_score_scrublet", "doublet_score_mixture"):
+        adata.obs[column] = np.nan
+    adata.obs["predicted_doublet"] = False
     min_cells = int(doublet_options.get("min_cells", 200))
-    info: dict = {"expected_rate": expected_rate, "expected_rate_source": rate_source}
     if adata.n_obs < min_cells:
-        adata.obs["doublet_score"] = np.nan
-        adata.obs["predicted_doublet"] = False
+        rate, source, _ = choose_rate(
+            doublet_options,
+            override=expected_rate_override,
+            estimate=None,
+            n_cells_recovered=n_cells_recovered,
+        )
         info.update(
-            skipped=(
-                f"doublet calling skipped: {adata.n_obs} cells after QC, fewer than doublets.min_cells "
-                f"({min_cells})"
-            ),
+            expected_rate=rate,
+            expected_rate_source=source,
+            skipped=f"doublet calling skipped: {adata.n_obs} cells scored, fewer than doublets.min_cells ({min_cells})",
             threshold=None,
             threshold_source="none",
             detected_rate=None,
@@ -234,46 +202,142 @@ def call_doublets(
             simulated_scores=np.array([]),
         )
         return adata, info
-    frame, scored = score_doublets(
-        adata.X,
-        expected_rate=expected_rate,
-        seed=seed,
-        n_prin_comps=int(doublet_options.get("n_prin_comps", 30)),
-        fallback_threshold=float(doublet_options.get("fallback_threshold", 0.25)),
+    scrublet, scrublet_info = doublet_scores.scrublet_scores(
+        adata.X, seed=seed, n_prin_comps=int(doublet_options.get("n_prin_comps", 30))
     )
-    scored.pop("expected_rate")
-    info.update(scored)
-    adata.obs["doublet_score"] = frame["doublet_score"].to_numpy()
-    adata.obs["predicted_doublet"] = frame["predicted_doublet"].to_numpy()
+    estimate, note = estimated_doublet_rate(
+        scrublet, scrublet_info["simulated_scores"], scrublet_info["threshold"]
+    )
+    rate, source, kind = choose_rate(
+        doublet_options,
+        override=expected_rate_override,
+        estimate=estimate,
+        n_cells_recovered=n_cells_recovered,
+    )
+    info.update(
+        expected_rate=rate,
+        expected_rate_source=source,
+        expected_rate_used=kind,
+        expected_rate_estimated=estimate,
+        expected_rate_estimate_note=note,
+        n_prin_comps=scrublet_info["n_prin_comps"],
+        simulated_scores=scrublet_info["simulated_scores"],
+    )
+    adata.obs["doublet_score_scrublet"] = scrublet
+    if method == "scrublet":
+        score, called = _scrublet_calls(scrublet, scrublet_info, rate, doublet_options, info)
+    else:
+        score, called = _consensus_calls(adata, scrublet, scrublet_info, rate, doublet_options, info, seed)
+    adata.obs["doublet_score"] = score
+    adata.obs["predicted_doublet"] = called
+    info.update(detected_rate=float(np.mean(called)), n_doublets=int(called.sum()))
     return adata, info
 
 
-def call_passing_doublets(
+def _scrublet_calls(scrublet, scrublet_info, rate, doublet_options, info):
+    """Scrublet's score and automatic threshold, or doublets.fallback_threshold when there is none
+    or it would call more than IMPLAUSIBLE_FACTOR times the expected rate."""
+    fallback = float(doublet_options.get("fallback_threshold", 0.25))
+    threshold = scrublet_info["threshold"]
+    if threshold is None:
+        threshold, source = (
+            fallback,
+            "fallback (config doublets.fallback_threshold): simulated score histogram not bimodal",
+        )
+    else:
+        called_rate = float(np.mean(scrublet > threshold))
+        if called_rate > max(IMPLAUSIBLE_FACTOR * rate, MIN_IMPLAUSIBLE_RATE):
+            source = (
+                f"fallback (config doublets.fallback_threshold): automatic threshold {threshold:.3f} would call "
+                f"{called_rate:.1%} of cells, implausible for an expected rate of {rate:.1%}"
+            )
+            threshold = fallback
+        else:
+            source = "automatic (minimum between the modes of the simulated-doublet score histogram)"
+    info.update(threshold=float(threshold), threshold_source=source)
+    return scrublet, scrublet > threshold
+
+
+def _consensus_calls(adata, scrublet, scrublet_info, rate, doublet_options, info, seed):
+    """The consensus score; calls: the call_share x rate x cells highest expression scores."""
+    resolution = float(doublet_options.get("cluster_resolution", 0.3))
+    embedding, clusters = doublet_scores.expression_embedding(adata.X, seed=seed, resolution=resolution)
+    mixture, alpha = doublet_scores.mixture_scores(adata.X, clusters, scrublet)
+    size = doublet_scores.size_residual(adata.X, embedding)
+    share = float(doublet_options.get("call_share", 0.3))
+    n_called = int(round(share * rate * adata.n_obs))
+    score, expression, weight, rho = doublet_scores.consensus(scrublet, mixture, size, n_called=n_called)
+    threshold = float(np.sort(expression)[::-1][n_called - 1]) if n_called > 0 else float("inf")
+    called = expression >= threshold
+    adata.obs["doublet_score_mixture"] = mixture
+    info.update(
+        threshold=threshold if n_called > 0 else None,
+        threshold_source=(
+            f"the {n_called} cells with the most expression evidence: doublets.call_share {share:g} x expected "
+            f"rate {rate:.2%} x {adata.n_obs} cells"
+        ),
+        call_share=share,
+        n_clusters=int(len(np.unique(clusters))),
+        cluster_resolution=resolution,
+        size_evidence={
+            "weight": weight,
+            "spearman_mixture_size": rho,
+            "gate": list(doublet_scores.SIZE_GATE),
+            "note": "library size counts as doublet evidence in proportion to weight (0: not used)",
+        },
+        scrublet={
+            "threshold": scrublet_info["threshold"],
+            "n_above_threshold": None
+            if scrublet_info["threshold"] is None
+            else int(np.sum(scrublet > scrublet_info["threshold"])),
+        },
+        median_mixture_alpha_called=float(np.median(alpha[called])) if called.any() else None,
+    )
+    return score, called
+
+
+def scored_barcodes(adata: ad.AnnData, *, method: str) -> np.ndarray:
+    """Barcodes scored for doublets: passing QC, and (consensus) failing only upper limits."""
+    passing = adata.obs["qc_pass"].to_numpy(dtype=bool)
+    if method == "scrublet":
+        return passing
+    reasons = adata.obs["fail_reason"].fillna("").astype(str)
+    oversized = reasons.map(lambda r: bool(r) and set(r.split(";")) <= SCORED_DESPITE).to_numpy(dtype=bool)
+    return passing | oversized
+
+
+def call_sample_doublets(
     adata: ad.AnnData, *, doublet_options: dict, seed: int, expected_rate_override: float | None
 ) -> dict:
-    """call_doublets on the barcodes that pass QC (obs["qc_pass"]); returns the call info.
+    """call_doublets on the scored barcodes (scored_barcodes); returns the call info.
 
-    Writes: obs["doublet_score"] (NaN for barcodes that failed QC) and obs["predicted_doublet"]
-    (False for them) for every barcode. The expected rate follows all barcodes recovered.
+    Writes, for every barcode: obs["doublet_score"], obs["doublet_score_scrublet"],
+    obs["doublet_score_mixture"] (NaN where not scored) and obs["predicted_doublet"] (False
+    there). The 10x formula rate follows all barcodes recovered.
     """
-    passing = adata[adata.obs["qc_pass"].to_numpy()].copy()
-    passing, info = call_doublets(
-        passing,
+    scored = scored_barcodes(adata, method=doublet_options.get("method", "consensus"))
+    subset = adata[scored].copy()
+    subset, info = call_doublets(
+        subset,
         doublet_options=doublet_options,
         n_cells_recovered=adata.n_obs,
         seed=seed,
         expected_rate_override=expected_rate_override,
     )
-    adata.obs["doublet_score"] = np.nan
+    info["n_cells_scored"] = int(scored.sum())
+    for column in ("doublet_score", "doublet_score_scrublet", "doublet_score_mixture"):
+        adata.obs[column] = np.nan
+        adata.obs.loc[subset.obs_names, column] = subset.obs[column].to_numpy()
     adata.obs["predicted_doublet"] = False
-    adata.obs.loc[passing.obs_names, "doublet_score"] = passing.obs["doublet_score"].to_numpy()
-    adata.obs.loc[passing.obs_names, "predicted_doublet"] = passing.obs["predicted_doublet"].to_numpy()
+    adata.obs.loc[subset.obs_names, "predicted_doublet"] = subset.obs["predicted_doublet"].to_numpy()
     return info
 
 
-def thresholds_record(adata: ad.AnnData, info: dict, status: dict, *, sample: str) -> dict:
+def thresholds_record(
+    adata: ad.AnnData, info: dict, status: dict, *, sample: str, warnings: list | None = None
+) -> dict:
     """The content of thresholds.json: uns["qc_thresholds"] and uns["qc_metric_notes"] of `adata`,
-    the doublet call `info` and the sample's `status`.
+    the doublet call `info`, the sample's `status` and `warnings` (fate.removal_warnings).
 
     `info`'s simulated scores are replaced (in place) by their histogram on [0, 1] in 50 bins,
     which is what the QC page draws.
@@ -287,6 +351,7 @@ def thresholds_record(adata: ad.AnnData, info: dict, status: dict, *, sample: st
         "qc": adata.uns["qc_thresholds"],
         "doublets": info,
         "status": status,
+        "warnings": list(warnings or []),
         "notes": notes,
         "mt_prefix": adata.uns["qc_metric_notes"].get("mt_prefix"),
     }

@@ -6,6 +6,11 @@ absolute deviation. Counts and genes are judged on the log1p scale, where their 
 are close to symmetric; % mitochondrial only from above. Each fixed floor or cap from the config
 (or the sample sheet) is applied together with the adaptive limit: the stricter of the two wins,
 and thresholds.json records which one did.
+
+qc.adaptive_reference picks what the upper limits and the mito test compare a cell with:
+"neighbours" (default) its transcriptional neighbours (qc/damage.py: damaged = mito raised AND
+non-mito counts lowered; oversized for its kind), "sample" the whole sample (median + MADs of
+earlier versions). Lower limits on counts and genes are sample-wide either way.
 """
 
 from __future__ import annotations
@@ -39,18 +44,9 @@ FAIL_REASONS = {
     ("pct_counts_other_species", "upper"): "high_pct_other_species",
 }
 DOUBLET_REASON = "doublet"
-
-CELL_TABLE_COLUMNS = (
-    "barcode",
-    "sample",
-    *METRICS,
-    "pct_counts_other_species",
-    "doublet_score",
-    "predicted_doublet",
-    "qc_pass",
-    "pass",
-    "fail_reason",
-)
+# Reasons the neighbourhood checks (qc/damage.py) add.
+NEIGHBOURHOOD_REASONS = ("high_counts", "high_genes", "damaged")
+REFERENCES = ("neighbours", "sample")
 
 
 def qc_sample(
@@ -60,22 +56,25 @@ def qc_sample(
     sample_row: dict,
     override_columns: list[str],
     qc_options: dict,
+    seed: int = 0,
     log: logging.Logger,
 ) -> None:
     """Rule qc_sample: per-barcode QC metrics and adaptive + fixed thresholds for one sample.
 
     `qc_options` is the config's qc block; the sheet's `override_columns` of `sample_row` override
-    it for this sample. Writes `output`: the raw object with run_qc's obs/var columns and
-    uns["qc_thresholds"], uns["qc_metric_notes"].
+    it for this sample; `seed` fixes the PCA of the neighbourhood checks. Writes `output`: the raw
+    object with run_qc's obs/var columns and uns["qc_thresholds"], uns["qc_metric_notes"].
     """
     from .. import runtime
     from ..sheet import sample_override
 
     adata = ad.read_h5ad(raw_h5ad)
     overrides = {column: sample_override(sample_row, column) for column in override_columns}
-    adata, thresholds = run_qc(adata, qc_options=qc_options, overrides=overrides)
+    adata, thresholds = run_qc(adata, qc_options=qc_options, overrides=overrides, seed=seed)
     adata.uns["qc_thresholds"] = thresholds
     log.info("%d of %d barcodes pass the QC thresholds", int(adata.obs["qc_pass"].sum()), adata.n_obs)
+    if "damaged" in thresholds:
+        log.info("neighbourhood checks: %s", _neighbourhood_summary(thresholds))
     for note in adata.uns["qc_metric_notes"].values():
         if note and " " in str(note):
             log.warning("%s", note)
@@ -175,34 +174,51 @@ class _Settings:
         return (None if value is None else float(value)), f"config qc.{key}"
 
 
-def compute_thresholds(obs: pd.DataFrame, *, qc_options: dict, overrides: dict | None = None) -> dict:
+def compute_thresholds(
+    obs: pd.DataFrame, *, qc_options: dict, overrides: dict | None = None, reference: str = "sample"
+) -> dict:
     """Thresholds for one sample and where each came from.
 
     `qc_options` is the config's qc block; `overrides` maps sheet columns (min_counts, min_genes,
-    max_genes, max_pct_mt, n_mads, n_mads_mt) to numbers for this sample (None = not set).
+    max_genes, max_pct_mt, n_mads, n_mads_mt) to numbers for this sample (None = not set). With
+    `reference` "neighbours" the adaptive upper limits and the adaptive mito cap are left to the
+    neighbourhood checks (qc/damage.py): only the fixed caps stand here, and the entries say so.
     """
     setting = _Settings(qc_options, overrides)
+    sample_wide = reference == "sample"
     thresholds: dict = {}
     for metric, n_mads_key, floor_key, cap_key in (
         ("total_counts", "n_mads_counts", "min_counts", None),
         ("n_genes_by_counts", "n_mads_genes", "min_genes", "max_genes"),
     ):
         thresholds[metric] = _size_threshold(
-            obs[metric].to_numpy(), setting(n_mads_key, "n_mads"), setting(floor_key), setting(cap_key)
+            obs[metric].to_numpy(),
+            setting(n_mads_key, "n_mads"),
+            setting(floor_key),
+            setting(cap_key),
+            adaptive_upper=sample_wide,
         )
     thresholds["pct_counts_mt"] = _mito_threshold(
-        obs["pct_counts_mt"].to_numpy(dtype=float), setting("n_mads_mt"), setting("max_pct_mt")
+        obs["pct_counts_mt"].to_numpy(dtype=float),
+        setting("n_mads_mt"),
+        setting("max_pct_mt"),
+        adaptive=sample_wide,
     )
     return thresholds
 
 
-def _size_threshold(values: np.ndarray, n_mads_setting, floor_setting, cap_setting) -> dict:
-    """Lower and upper limit of counts or genes per cell: MADs on log1p, with a fixed floor/cap."""
+def _size_threshold(
+    values: np.ndarray, n_mads_setting, floor_setting, cap_setting, *, adaptive_upper=True
+) -> dict:
+    """Lower and upper limit of counts or genes per cell: MADs on log1p, with a fixed floor/cap.
+
+    Without `adaptive_upper` only the fixed cap is an upper limit here (the neighbourhood check
+    adds the adaptive one per cell)."""
     (n_mads, n_source), (floor, floor_source), (cap, cap_source) = n_mads_setting, floor_setting, cap_setting
     median, mad, low, high = mad_limits(np.log1p(values), n_mads)
     adaptive_source = f"adaptive: median {n_mads:g} MADs on log1p ({n_source})"
     adaptive_low = float(np.expm1(low)) if np.isfinite(low) and mad > 0 else None
-    adaptive_high = float(np.expm1(high)) if np.isfinite(high) and mad > 0 else None
+    adaptive_high = float(np.expm1(high)) if np.isfinite(high) and mad > 0 and adaptive_upper else None
     lower, lower_source = _combine(adaptive_low, floor, floor_source, "lower", adaptive_source)
     upper, upper_source = _combine(adaptive_high, cap, cap_source, "upper", adaptive_source)
     return {
@@ -216,8 +232,10 @@ def _size_threshold(values: np.ndarray, n_mads_setting, floor_setting, cap_setti
     }
 
 
-def _mito_threshold(pct_mt: np.ndarray, n_mads_setting, cap_setting) -> dict:
-    """Upper limit of % mitochondrial counts: median + MADs, with a fixed cap; skipped without MT genes."""
+def _mito_threshold(pct_mt: np.ndarray, n_mads_setting, cap_setting, *, adaptive=True) -> dict:
+    """Upper limit of % mitochondrial counts: median + MADs, with a fixed cap; skipped without MT genes.
+
+    Without `adaptive` only the fixed cap stands (the damage test replaces the adaptive cap)."""
     (n_mads_mt, n_mads_mt_source), (cap, cap_source) = n_mads_setting, cap_setting
     if np.all(np.isnan(pct_mt)):
         return {
@@ -229,7 +247,7 @@ def _mito_threshold(pct_mt: np.ndarray, n_mads_setting, cap_setting) -> dict:
         }
     median, mad, _, high = mad_limits(pct_mt, n_mads_mt)
     # A MAD of 0 (e.g. almost no MT reads) would fail every cell above the median: no adaptive cap then.
-    adaptive_high = high if mad > 0 else None
+    adaptive_high = high if mad > 0 and adaptive else None
     adaptive_source = f"adaptive: median + {n_mads_mt:g} MADs ({n_mads_mt_source})"
     upper, upper_source = _combine(adaptive_high, cap, cap_source, "upper", adaptive_source)
     return {
@@ -303,12 +321,15 @@ def apply_thresholds(obs: pd.DataFrame, thresholds: dict) -> tuple[pd.Series, pd
     return fail_reason == "", fail_reason
 
 
-def run_qc(adata: ad.AnnData, *, qc_options: dict, overrides: dict | None = None) -> tuple[ad.AnnData, dict]:
+def run_qc(
+    adata: ad.AnnData, *, qc_options: dict, overrides: dict | None = None, seed: int = 0
+) -> tuple[ad.AnnData, dict]:
     """Metrics, thresholds and pass/fail for one sample; returns (adata, thresholds).
 
     Writes: what annotate_qc_metrics writes (and annotate_other_species, when
-    qc.other_species_prefix is set), obs["qc_pass"] (bool), obs["fail_reason"] (FAIL_REASONS
-    joined by ';', '' for passing barcodes).
+    qc.other_species_prefix is set; and damage.neighbourhood_checks, with qc.adaptive_reference
+    neighbours), obs["qc_pass"] (bool), obs["fail_reason"] (FAIL_REASONS and "damaged" joined by
+    ';' in names.REMOVAL_REASONS order, '' for passing barcodes).
     """
     annotate_qc_metrics(
         adata,
@@ -316,82 +337,76 @@ def run_qc(adata: ad.AnnData, *, qc_options: dict, overrides: dict | None = None
         ribo_prefixes=qc_options.get("ribo_prefixes", ["RPS", "RPL"]),
         hb_pattern=qc_options.get("hb_pattern", r"^HB[ABDEGMQZ][0-9]?$"),
     )
-    thresholds = compute_thresholds(adata.obs, qc_options=qc_options, overrides=overrides)
+    reference = qc_options.get("adaptive_reference", "sample")
+    if reference not in REFERENCES:
+        raise InputError(f"qc.adaptive_reference must be one of {', '.join(REFERENCES)}, not {reference!r}.")
+    thresholds = compute_thresholds(
+        adata.obs, qc_options=qc_options, overrides=overrides, reference=reference
+    )
     if qc_options.get("other_species_prefix"):
         thresholds["pct_counts_other_species"] = other_species_threshold(
             annotate_other_species(adata, prefix=qc_options["other_species_prefix"]),
             max_pct=qc_options.get("max_pct_other_species"),
         )
     qc_pass, fail_reason = apply_thresholds(adata.obs, thresholds)
-    adata.obs["qc_pass"] = qc_pass.to_numpy()
+    if reference == "neighbours":
+        fail_reason = _neighbourhood_reasons(adata, thresholds, fail_reason, qc_options, overrides, seed)
+    adata.obs["qc_pass"] = (fail_reason == "").to_numpy()
     adata.obs["fail_reason"] = fail_reason.to_numpy()
     return adata, thresholds
 
 
-def finalise_sample(
-    adata: ad.AnnData,
-    *,
-    doublet_action: str,
-    min_cells_after_qc: int,
-    failed_sample_policy: str,
-    sample: str,
-) -> tuple[ad.AnnData, pd.DataFrame, dict]:
-    """Combine QC and doublet calls into the per-barcode table and the kept cells.
+def _neighbourhood_reasons(adata, thresholds, fail_reason, qc_options, overrides, seed) -> pd.Series:
+    """damage.neighbourhood_checks on the cells passing the sample-wide limits (the species check
+    aside, so that turning it on changes no other cell's call); their reasons are
+    added to `fail_reason` and their record to `thresholds` ("neighbourhood", "damaged", and
+    "upper_neighbours" in the counts and genes entries)."""
+    from .damage import neighbourhood_checks
 
-    `adata` holds every input barcode with obs qc_pass, fail_reason, doublet_score and
-    predicted_doublet (NaN/False for barcodes that failed QC: Scrublet only sees passing cells).
-    Returns (kept cells, cells table, status). With too few cells left the sample fails
-    (InputError) or, under the drop policy, is marked dropped in status for the merge to skip.
-    Writes (into the kept cells, a copy): obs without qc_pass and fail_reason, uns["qc_status"]
-    (status without removed_by_reason).
-    """
-    obs = adata.obs
-    doublet = obs["predicted_doublet"].fillna(False).astype(bool).to_numpy()
-    fail_reason = obs["fail_reason"].astype(str).to_numpy().copy()
-    if doublet_action == "remove":
-        fail_reason = np.array(
-            [
-                ";".join(r for r in (reason, DOUBLET_REASON) if r) if d else reason
-                for reason, d in zip(fail_reason, doublet, strict=True)
-            ]
+    setting = _Settings(qc_options, overrides)
+    n_mads = {
+        key: setting(key, override)[0]
+        for key, override in (
+            ("n_mads_counts", "n_mads"),
+            ("n_mads_genes", "n_mads"),
+            ("n_mads_mt", None),
+            ("n_mads_mt_alone", None),
         )
-    keep = fail_reason == ""
-    table = obs.copy()
-    table["fail_reason"] = fail_reason
-    table["pass"] = keep
-    table.insert(0, "barcode", obs.index.astype(str))
-    table = table.loc[:, [c for c in CELL_TABLE_COLUMNS if c in table.columns]]
-
-    reasons = pd.Series([r for reason in fail_reason for r in reason.split(";") if r]).value_counts()
-    status = {
-        "sample": sample,
-        "n_cells_input": int(adata.n_obs),
-        "n_cells_after_qc": int(obs["qc_pass"].sum()),
-        "n_doublets": int(doublet.sum()),
-        "n_cells_kept": int(keep.sum()),
-        "removed_by_reason": {str(k): int(v) for k, v in reasons.items()},
-        "dropped": False,
     }
-    if keep.sum() < min_cells_after_qc:
-        _too_few_cells(status, min_cells_after_qc, failed_sample_policy)
-    kept = adata[keep].copy()
-    for column in ("qc_pass", "fail_reason"):
-        del kept.obs[column]
-    kept.uns["qc_status"] = {k: v for k, v in status.items() if k != "removed_by_reason"}
-    return kept, table, status
-
-
-def _too_few_cells(status: dict, min_cells_after_qc: int, failed_sample_policy: str) -> None:
-    """Fail the sample (InputError) or, under the drop policy, mark `status` dropped with a warning."""
-    message = (
-        f"Sample {status['sample']!r}: only {status['n_cells_kept']} of {status['n_cells_input']} cells pass QC "
-        f"and doublet removal, fewer than qc.min_cells_after_qc ({min_cells_after_qc}); removed by reason: "
-        f"{status['removed_by_reason'] or 'none'}."
+    masks, record = neighbourhood_checks(
+        adata,
+        candidates=fail_reason.isin(("", "high_pct_other_species")).to_numpy(),
+        n_neighbors=int(qc_options.get("n_neighbors", 30)),
+        n_mads_mt=n_mads["n_mads_mt"],
+        n_mads_mt_alone=n_mads["n_mads_mt_alone"] or 6.0,
+        n_mads_counts=n_mads["n_mads_counts"],
+        n_mads_genes=n_mads["n_mads_genes"],
+        seed=seed,
     )
-    if failed_sample_policy == "fail":
-        raise InputError(
-            f"{message} Loosen its thresholds with per-sample override columns in the sample sheet "
-            "(min_genes, max_pct_mt, n_mads ...), remove the sample, or set qc.failed_sample_policy: drop."
-        )
-    status["dropped"] = True
-    status["warning"] = f"{message} The sample is dropped from the cohort (qc.failed_sample_policy: drop)."
+    thresholds["neighbourhood"] = {
+        k: record[k] for k in ("reference", "n_neighbors", "n_cells", "skipped") if k in record
+    }
+    if "skipped" not in record:
+        thresholds["damaged"] = record["damaged"]
+        for metric in ("total_counts", "n_genes_by_counts"):
+            thresholds[metric]["upper_neighbours"] = record[metric]
+    return add_reasons(fail_reason, masks)
+
+
+def add_reasons(fail_reason: pd.Series, masks: dict[str, np.ndarray]) -> pd.Series:
+    """`fail_reason` with each reason of `masks` (bool per barcode) added where set, every cell's
+    reasons joined by ';' in names.REMOVAL_REASONS order."""
+    added = fail_reason.astype(str).str.split(";").tolist()
+    for reason, mask in masks.items():
+        for i in np.flatnonzero(mask):
+            added[i].append(reason)
+    joined = [";".join(sorted({r for r in rs if r}, key=REMOVAL_REASONS.index)) for rs in added]
+    return pd.Series(joined, index=fail_reason.index, dtype=str)
+
+
+def _neighbourhood_summary(thresholds: dict) -> str:
+    damaged = thresholds.get("damaged", {})
+    parts = [f"{damaged.get('n_damaged', 0)} damaged"]
+    for metric, label in (("total_counts", "oversized (counts)"), ("n_genes_by_counts", "oversized (genes)")):
+        parts.append(f"{thresholds[metric].get('upper_neighbours', {}).get('n_failed', 0)} {label}")
+    return ", ".join(parts) + f" among {thresholds['neighbourhood']['n_cells']} cells"

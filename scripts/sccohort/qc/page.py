@@ -75,7 +75,26 @@ def threshold_table(thresholds: dict) -> pd.DataFrame:
                     "source": entry.get("skipped") or entry.get(f"{bound}_source", "none"),
                 }
             )
+    damaged = thresholds.get("qc", {}).get("damaged", {})
+    if "n_mads_mt" in damaged:
+        rows.append(
+            {
+                "metric": "damaged (vs neighbours)",
+                "bound": "upper",
+                "value": f"{damaged['n_mads_mt']:g} MADs (mito and counts) / {damaged['n_mads_mt_alone']:g} (mito)",
+                "source": "config qc.n_mads_mt / qc.n_mads_mt_alone (or the sheet's n_mads_mt)",
+            }
+        )
     doublets = thresholds.get("doublets", {})
+    if doublets.get("expected_rate") is not None:
+        rows.append(
+            {
+                "metric": "expected doublet rate",
+                "bound": "",
+                "value": round(float(doublets["expected_rate"]), 4),
+                "source": doublets.get("expected_rate_source", "none"),
+            }
+        )
     rows.append(
         {
             "metric": "doublet_score",
@@ -105,10 +124,14 @@ def summary_table(cells: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
 
 
 def page_warnings(thresholds: dict) -> list[str]:
-    """The sample's warnings: dropped sample, skipped doublet calling, metric notes."""
+    """The sample's warnings: filters that removed a large share (thresholds.json "warnings"),
+    dropped sample, skipped doublet calling, metric notes."""
     status = thresholds.get("status", {})
+    removals = [
+        w.get("message", str(w)) if isinstance(w, dict) else str(w) for w in thresholds.get("warnings") or []
+    ]
     warnings = [w for w in (status.get("warning"), thresholds.get("doublets", {}).get("skipped")) if w]
-    return warnings + thresholds.get("notes", [])
+    return removals + warnings + thresholds.get("notes", [])
 
 
 def render_sample_page(cells: pd.DataFrame, thresholds: dict, *, sample: str, figures: dict[str, str]) -> str:

@@ -19,7 +19,7 @@ PANELS = (
 MAX_CELLS = 5000
 SEVERAL = "several reasons"
 # One colour per removal reason (names.REMOVAL_REASONS order), none of them the green of "kept".
-REASON_COLOURS = ("#f0a020", "#c0392b", "#8e44ad", "#e84393", "#2c6fbb", "#6d4c41", "#a0a0a0")
+REASON_COLOURS = ("#f0a020", "#c0392b", "#8e44ad", "#e84393", "#2c6fbb", "#d35400", "#6d4c41", "#a0a0a0")
 
 
 def _values(cells: pd.DataFrame, metric: str, log_scale: bool) -> np.ndarray:
