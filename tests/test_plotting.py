@@ -45,3 +45,31 @@ def test_every_figure_is_drawn_through_sccohort_plotting():
             ):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offenders, f"import plt from sccohort.plotting instead: {offenders}"
+
+
+def test_log_axes_are_labelled_in_plain_text():
+    """With maths parsing off, matplotlib's own log tick labels ("$\\mathdefault{10^{2}}$") would be
+    drawn as those characters; plotting.log_scale labels the ticks "100", "1,000"."""
+    from sccohort.plotting import log_scale, plt
+
+    fig, ax = plt.subplots()
+    ax.hist([5, 50, 500, 5000], bins=[1, 10, 100, 1000, 10000])
+    log_scale(ax, "x")
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    plt.close(fig)
+    assert labels and not any("$" in label or "mathdefault" in label for label in labels), labels
+    assert {"10", "100", "1,000"} <= set(labels), labels
+
+
+def test_no_module_sets_a_log_scale_but_through_plotting():
+    """set_xscale/set_yscale("log") outside plotting.log_scale would bring the mathtext labels back."""
+    import re
+
+    pattern = re.compile(r"set_[xy]scale\(\s*[\"']log")
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / "scripts").rglob("*.py"))
+        if path.name != "plotting.py" and pattern.search(path.read_text())
+    ]
+    assert not offenders, offenders

@@ -177,6 +177,26 @@ def scatter_categorical(
         point_legend(ax, [(short_label(label), colours[label]) for label in present], single_column_max=18)
 
 
+def plain_number(value: float, _position=None) -> str:
+    """A tick value as plain text: "100", "10,000", "0.01"."""
+    if value >= 1:
+        return f"{value:,.0f}"
+    return f"{value:g}"
+
+
+def log_scale(ax, axis: str = "y") -> None:
+    """Put `ax`'s x or y axis on a log scale with plain-text tick labels ("100", "1,000").
+
+    Why not ax.set_yscale("log") alone: matplotlib writes log ticks as mathtext ("$10^{2}$"),
+    which is drawn as those raw characters here, where maths parsing is off (see above)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(FuncFormatter(plain_number))
+    target.set_minor_formatter(NullFormatter())
+
+
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110, tight: bool = True) -> None:
     """Save `fig` to `path` atomically (a temporary name, renamed when complete) and close it.
 

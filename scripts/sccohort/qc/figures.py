@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..plotting import plt  # the shared set-up: Agg, labels drawn as written
+from ..plotting import log_scale, plt  # plt: the shared set-up, Agg, labels drawn as written
 
 DISTRIBUTIONS = (
     ("total_counts", "Total counts per cell", True),
@@ -27,17 +27,17 @@ def plot_distributions(cells: pd.DataFrame, thresholds: dict):
     fig, axes = plt.subplots(1, len(DISTRIBUTIONS) + with_damage, figsize=(13 + 4 * with_damage, 3.6))
     if with_damage:
         plot_damage(axes[-1], cells, damage)
-    for ax, (metric, label, log_scale) in zip(axes, DISTRIBUTIONS, strict=False):
+    for ax, (metric, label, on_log_axis) in zip(axes, DISTRIBUTIONS, strict=False):
         values = cells[metric].astype(float)
         if values.notna().sum() == 0:
             ax.text(0.5, 0.5, "not computed\n(no genes of this class)", ha="center", va="center")
             ax.set_title(label)
             continue
         finite = values.dropna()
-        if log_scale:
+        if on_log_axis:
             finite = finite[finite > 0]
             bins = np.logspace(np.log10(max(finite.min(), 1)), np.log10(finite.max() + 1), 60)
-            ax.set_xscale("log")
+            log_scale(ax, "x")
         else:
             bins = np.linspace(0, max(finite.max(), 1), 60)
         ax.hist(finite, bins=bins, color="#bbb", label=f"before QC (n={len(cells)})")
@@ -114,7 +114,7 @@ def plot_doublet_scores(cells: pd.DataFrame, doublets: dict):
     ):
         if limit is not None and np.isfinite(limit):
             ax.axvline(limit, color="#c22", linestyle="--", label=f"{name} {limit:.3f}")
-        ax.set_yscale("log")
+        log_scale(ax, "y")
         ax.set_ylabel("count")
         ax.legend(fontsize=7)
     return fig

@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 
 from ..pages import file_data_uri
-from ..plotting import figure_data_uri, plt, scatter_categorical, short_label  # plt: the shared set-up
+from ..plotting import (  # plt: the shared set-up
+    figure_data_uri,
+    log_scale,
+    plt,
+    scatter_categorical,
+    short_label,
+)
 from .data import optional_path
 
 # (column of cells.tsv.gz, axis label, log scale) of the QC panel's rows.
@@ -95,9 +101,9 @@ def plot_qc_metrics(
         for ax, (metric, _, _) in zip(axes, QC_METRICS, strict=True):
             if metric in frame:
                 _qc_column(ax, i, jitter, frame[metric], category, _limits(thresholds[sample], metric))
-    for ax, (_, label, log_scale) in zip(axes, QC_METRICS, strict=True):
-        if log_scale:
-            ax.set_yscale("log")
+    for ax, (_, label, on_log_axis) in zip(axes, QC_METRICS, strict=True):
+        if on_log_axis:
+            log_scale(ax, "y")
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(axis="y", color="#eee")
