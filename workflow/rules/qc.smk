@@ -75,7 +75,7 @@ rule doublets_sample:
         "../../envs/qc.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb_from_input(1500, 10),
+        mem_mb=mem_mb_from_input(2000, 30),
         runtime=runtime_from_input(15, 0.5),
     params:
         sample_row=sample_row,
