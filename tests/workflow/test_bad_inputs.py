@@ -263,7 +263,7 @@ CASES = [
     Case("mt_prefix_matching_no_gene", config_edit(lambda c: c["qc"].update(mt_prefix="MT_")),
          ["qc.mt_prefix 'MT_' starts no gene", "MT-CO1", "use auto"]),
     Case("de_group_by_no_obs_column", config_edit(lambda c: c["de"].update(group_by="celltype")),
-         ["de.group_by 'celltype'", "not a column the annotated cohort will have", "cell_type, leiden_0.25"]),
+         ["de.group_by 'celltype'", "not a column the annotated cohort will have", "cell_type, cell_type_lineage, leiden_0.25"]),
     Case("blank_design_covariate", lambda p: (
         sheet_edit(lambda s: s.assign(site=["a", "a", "", "b"]))(p),
         edit_config(p, lambda c: c["de"].update(design="~ site + condition"))),

@@ -301,7 +301,8 @@ def scored_barcodes(adata: ad.AnnData, *, method: str) -> np.ndarray:
     passing = adata.obs["qc_pass"].to_numpy(dtype=bool)
     if method == "scrublet":
         return passing
-    reasons = adata.obs["fail_reason"].fillna("").astype(str)
+    # astype(str) first: fail_reason may be categorical (fillna("") on it raises)
+    reasons = adata.obs["fail_reason"].astype(str).replace({"nan": ""})
     oversized = reasons.map(lambda r: bool(r) and set(r.split(";")) <= SCORED_DESPITE).to_numpy(dtype=bool)
     return passing | oversized
 
