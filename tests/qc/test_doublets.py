@@ -121,3 +121,19 @@ def test_rate_estimate_and_its_fallback():
     rate, source, kind = doublets.choose_rate({}, override=None, estimate=None, n_cells_recovered=5000)
     assert kind == "formula" and rate == pytest.approx(0.04) and "no usable data estimate" in source
     assert doublets.choose_rate({}, override=None, estimate=0.07, n_cells_recovered=5000)[2] == "data"
+
+
+def test_scored_barcodes_reads_a_categorical_fail_reason():
+    """Consensus scores QC-passing cells and cells failing only upper limits; fail_reason may be a
+    categorical with missing values (every cell failing QC crashed here on fillna)."""
+    import pandas as pd
+
+    reasons = pd.Categorical([np.nan, "high_counts", "low_genes;high_counts", "high_genes;high_counts"])
+    adata = ad.AnnData(
+        sp.csr_matrix((4, 2), dtype=np.float32),
+        obs=pd.DataFrame({"qc_pass": [True, False, False, False], "fail_reason": reasons}),
+    )
+    adata.obs_names = [f"c{i}" for i in range(4)]
+    scored = doublets.scored_barcodes(adata, method="consensus")
+    assert scored.tolist() == [True, True, False, True]
+    assert doublets.scored_barcodes(adata, method="scrublet").tolist() == [True, False, False, False]
