@@ -34,8 +34,6 @@ import pandas as pd
 
 # Cells needed for a neighbourhood reference; smaller samples keep the sample-wide limits.
 MIN_CELLS = 50
-N_HVG = 2000
-N_PCS = 20
 PASSES = 2
 # The oversized check measures in robust SDs (MAD x 1.4826): residuals from the neighbours are much
 # tighter than a sample's spread, and at 5 raw MADs it removed 0.4-1.2% of the singlets of planted
@@ -51,19 +49,13 @@ def neighbour_index(counts, gene_symbols: pd.Index, *, mt: np.ndarray, n_neighbo
     embedding. Exact Euclidean neighbours on 20 PCs of 2,000 HVGs (log1p of counts per 10,000,
     z-scaled): deterministic given `seed` and independent of the number of cores.
     """
-    import scanpy as sc
-    import scipy.sparse as sp
     from sklearn.neighbors import NearestNeighbors
+
+    from .doublet_scores import pca_embedding
 
     symbols = pd.Index(gene_symbols).astype(str)
     keep = ~(np.asarray(mt, dtype=bool) | symbols.str.upper().str.startswith(("RPS", "RPL")))
-    embedding = ad.AnnData(sp.csr_matrix(counts[:, np.flatnonzero(keep)], dtype=np.float32))
-    sc.pp.normalize_total(embedding, target_sum=1e4)
-    sc.pp.log1p(embedding)
-    sc.pp.highly_variable_genes(embedding, n_top_genes=min(N_HVG, embedding.n_vars), subset=True)
-    sc.pp.scale(embedding, max_value=10)
-    n_pcs = int(min(N_PCS, embedding.n_obs - 1, embedding.n_vars - 1))
-    sc.pp.pca(embedding, n_comps=n_pcs, random_state=seed, svd_solver="arpack")
+    embedding = pca_embedding(counts[:, np.flatnonzero(keep)], seed=seed)
     k = int(min(n_neighbors, embedding.n_obs - 1))
     index = NearestNeighbors(n_neighbors=k + 1).fit(embedding.obsm["X_pca"])
     return index.kneighbors(embedding.obsm["X_pca"], return_distance=False)[:, 1:]

@@ -70,13 +70,9 @@ def scrublet_scores(counts, *, seed: int, n_prin_comps: int) -> tuple[np.ndarray
     }
 
 
-def expression_embedding(counts, *, seed: int, resolution: float):
-    """(PCA coordinates, coarse Leiden clusters): log1p per 10,000, HVGs, z-scaled, 20 PCs,
-    15-neighbour graph with Gaussian-kernel weights, Leiden (igraph) at `resolution`.
-
-    Gaussian weights (scanpy's method="gauss"), not UMAP's: the UMAP weights are numba code that
-    is compiled afresh in every process (24-40 s per doublets_sample job, more than the scoring),
-    and coarse clusters need no more than a kNN graph."""
+def pca_embedding(counts, *, seed: int):
+    """An AnnData of the cells' expression PCA (obsm["X_pca"]): log1p per 10,000, N_HVG highly
+    variable genes, z-scaled (capped at 10), N_PCS PCs (arpack: deterministic given `seed`)."""
     import anndata as ad
     import scanpy as sc
 
@@ -87,6 +83,19 @@ def expression_embedding(counts, *, seed: int, resolution: float):
     sc.pp.scale(adata, max_value=10)
     n_pcs = int(min(N_PCS, adata.n_obs - 1, adata.n_vars - 1))
     sc.pp.pca(adata, n_comps=n_pcs, random_state=seed, svd_solver="arpack")
+    return adata
+
+
+def expression_embedding(counts, *, seed: int, resolution: float):
+    """(PCA coordinates, coarse Leiden clusters): log1p per 10,000, HVGs, z-scaled, 20 PCs,
+    15-neighbour graph with Gaussian-kernel weights, Leiden (igraph) at `resolution`.
+
+    Gaussian weights (scanpy's method="gauss"), not UMAP's: the UMAP weights are numba code that
+    is compiled afresh in every process (24-40 s per doublets_sample job, more than the scoring),
+    and coarse clusters need no more than a kNN graph."""
+    import scanpy as sc
+
+    adata = pca_embedding(counts, seed=seed)
     sc.pp.neighbors(adata, n_neighbors=N_NEIGHBORS, random_state=seed, transformer="sklearn", method="gauss")
     sc.tl.leiden(
         adata, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False
