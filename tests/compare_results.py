@@ -36,10 +36,19 @@ def _read_table(path: Path, project: Path) -> pd.DataFrame:
     return table
 
 
-def assert_same_results(local: Path, remote: Path) -> list[Path]:
+def assert_same_results(local: Path, remote: Path, *, targets_only: bool = False) -> list[Path]:
+    """Every result table of `local` is in `remote` and equal; returns the tables compared.
+
+    targets_only: `remote` ran some targets of the same project (the jobs they need), so it
+    holds a subset of local's tables; the tables it has are compared, and it must have some.
+    """
     tables = result_tables(local / "results")
     assert tables, "the local run wrote no result tables"
-    assert tables == result_tables(remote / "results")
+    remote_tables = result_tables(remote / "results")
+    if targets_only:
+        assert remote_tables and set(remote_tables) <= set(tables), sorted(set(remote_tables) - set(tables))
+        tables = remote_tables
+    assert tables == remote_tables
     for rel in tables:
         pd.testing.assert_frame_equal(
             _read_table(local / "results" / rel, local),
@@ -63,9 +72,10 @@ def final_labels(project: Path) -> pd.DataFrame:
     return obs[[c for c in obs.columns if LABEL_COLUMNS.match(str(c))]]
 
 
-def assert_same_run(reference: Path, other: Path) -> list[Path]:
-    """Every result table and the final object's labels are equal; returns the tables compared."""
-    tables = assert_same_results(reference, other)
+def assert_same_run(reference: Path, other: Path, *, targets_only: bool = False) -> list[Path]:
+    """Every result table (of `other`'s targets: assert_same_results) and the final object's
+    labels are equal; returns the tables compared."""
+    tables = assert_same_results(reference, other, targets_only=targets_only)
     labels = final_labels(reference)
     assert any(c.startswith("leiden_") for c in labels) and "cell_type" in labels
     pd.testing.assert_frame_equal(labels, final_labels(other), obj="integrated.h5ad obs labels")

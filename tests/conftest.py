@@ -74,10 +74,19 @@ def pilot_run(tmp_path_factory, worker_id) -> Path:
     return shared_run("pilot_run", lambda p: run_pilot(make_pilot_project(p)), tmp_path_factory, worker_id)
 
 
-# Modules run first under pytest-xdist (`make test`: -n 2 --dist loadfile, scopes in this order):
-# the SLURM runs spend most of their time waiting for the scheduler and the kill/resume run is
-# single-core, so other tests fill the second core while they run; they ask for full_run last.
-FIRST_MODULES = ("test_slurm.py", "test_reliability.py")
+# Modules run first under pytest-xdist (`make test`: -n 3 --dist loadfile, scopes in this order).
+# The SLURM runs spend most of their time waiting for the scheduler, and the kill/resume run is
+# single-core (it makes full_run first), so the other workers fill the cores meanwhile with the
+# modules that make their own workflow runs; the many tests that read full_run come after, when
+# it is made, instead of waiting for it.
+FIRST_MODULES = (
+    "test_slurm.py",
+    "test_reliability.py",
+    "test_workflow_accuracy.py",
+    "test_pilot.py",
+    "test_bad_inputs.py",
+    "test_deploy.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -126,11 +126,18 @@ def deep_update(base: dict, updates: dict) -> dict:
 # One numba cache for every workflow run of the suite: each project would otherwise compile
 # scanpy's and scrublet's numba functions again (~40 CPU s). Results do not depend on it.
 NUMBA_CACHE = Path(tempfile.gettempdir()) / f"sccohort-tests-numba-{os.getuid()}"
+# The same for JAX (scib-metrics in cohort_diagnostics): XLA's compiled programs, ~8 s a run;
+# every compilation is cached, however short (jax's defaults keep only those over 1 s).
+JAX_CACHE = {
+    "JAX_COMPILATION_CACHE_DIR": str(Path(tempfile.gettempdir()) / f"sccohort-tests-jax-{os.getuid()}"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+}
 
 
 def workflow_env() -> dict[str, str]:
-    """The environment of the suite's snakemake runs: fixed hash seed, shared numba cache."""
-    return {**os.environ, "PYTHONHASHSEED": "0", "NUMBA_CACHE_DIR": str(NUMBA_CACHE)}
+    """The environment of the suite's snakemake runs: fixed hash seed, shared numba and JAX caches."""
+    return {**os.environ, "PYTHONHASHSEED": "0", "NUMBA_CACHE_DIR": str(NUMBA_CACHE), **JAX_CACHE}
 
 
 # Whether the running test is marked slow (set by conftest.py for each test). A run that executes

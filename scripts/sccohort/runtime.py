@@ -45,14 +45,20 @@ def configure_environment(threads: int = 1, cache_root: str | os.PathLike | None
     """Cap BLAS/numba threads at the rule's `threads` and point caches at writable folders.
 
     Must run before numpy, numba or matplotlib are imported: they read these variables once.
-    Cluster nodes often have a read-only or shared home, so the numba and matplotlib caches
-    go to a folder the job can write (by default .snakemake/sccohort_cache in the working
-    directory, shared by all jobs so numba compiles once per machine, not once per job).
+    Cluster nodes often have a read-only or shared home, so the numba, JAX (scib-metrics) and
+    matplotlib caches go to a folder the job can write (by default .snakemake/sccohort_cache in
+    the working directory, shared by all jobs so numba compiles once per machine, not once per
+    job; JAX keeps compilations that took over a second).
     """
     for name in _THREAD_VARIABLES:
         os.environ[name] = str(max(1, int(threads)))
     root = Path(cache_root) if cache_root else Path.cwd() / ".snakemake" / "sccohort_cache"
-    for name, sub in (("NUMBA_CACHE_DIR", "numba"), ("MPLCONFIGDIR", "matplotlib")):
+    caches = (
+        ("NUMBA_CACHE_DIR", "numba"),
+        ("JAX_COMPILATION_CACHE_DIR", "jax"),
+        ("MPLCONFIGDIR", "matplotlib"),
+    )
+    for name, sub in caches:
         if not os.environ.get(name):
             path = root / sub
             path.mkdir(parents=True, exist_ok=True)

@@ -423,23 +423,25 @@ def test_rule_scripts_set_up_the_process_before_importing_numerics(rules):
 
 
 def test_configure_environment_caps_threads_and_makes_caches_writable(tmp_path):
-    """In a fresh process: BLAS and numba use the rule's threads; numba/matplotlib caches are writable."""
+    """In a fresh process: BLAS and numba use the rule's threads; the numba, JAX and matplotlib
+    caches are writable folders (JAX reads its folder from the environment)."""
     code = (
         "import os, sys\n"
         f"sys.path.insert(0, {str(REPO / 'scripts')!r})\n"
         "from sccohort.runtime import configure_environment\n"
         "configure_environment(1)\n"
-        "import numpy, numba, threadpoolctl, matplotlib\n"
+        "import numpy, numba, threadpoolctl, matplotlib, jax\n"
         "blas = {i['internal_api']: i['num_threads'] for i in threadpoolctl.threadpool_info()}\n"
         "print(numba.config.NUMBA_NUM_THREADS, sorted(set(blas.values())), os.environ['NUMBA_CACHE_DIR'],"
-        " matplotlib.get_configdir(), matplotlib.get_backend())\n"
+        " matplotlib.get_configdir(), jax.config.jax_compilation_cache_dir, matplotlib.get_backend())\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "MPLCONFIGDIR", "MPLBACKEND")}
+    caches = ("NUMBA_CACHE_DIR", "MPLCONFIGDIR", "MPLBACKEND", "JAX_COMPILATION_CACHE_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in caches}
     env["HOME"] = "/nonexistent"  # a home directory nothing can be written to
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
     ).stdout.split()
     assert out[0] == "1" and out[1] == "[1]", out  # 1 < cores: the cap, not the machine, decides
-    for folder in out[2:4]:
+    for folder in out[2:5]:
         assert Path(folder).is_dir() and Path(folder).is_relative_to(tmp_path), folder
-    assert out[4].lower() == "agg"
+    assert out[5].lower() == "agg"

@@ -160,6 +160,7 @@ def slurm_without_accounting():
 # ---------------------------------------------------------------------------- the tests
 
 
+@pytest.mark.slow  # end-to-end runs; it may also be the one to make full_run
 def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, request, tmp_path):
     """rule all through profiles/slurm: every job is a SLURM job, every table equals the local run's."""
     cluster = slurm_with_accounting
@@ -217,6 +218,7 @@ def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, request
     )
 
 
+@pytest.mark.slow
 def test_slurm_profile_works_without_accounting(slurm_without_accounting, request, tmp_path):
     """Without slurmdbd, sacct fails; the profile's squeue status command still finishes the run."""
     cluster = slurm_without_accounting

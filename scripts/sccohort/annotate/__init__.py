@@ -8,7 +8,14 @@ agreement between methods), cluster_table (cluster_annotation.tsv), composition,
 stage (the rules' entry functions).
 """
 
-from .config import check_annotation_config
-from .stage import annotate_cells, annotation_figures
+from ..lazy import lazy_exports
 
-__all__ = ["annotate_cells", "annotation_figures", "check_annotation_config"]
+# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
+# DAG loads only the modules of the checks it calls
+_SOURCES = {
+    "check_annotation_config": ".config",
+    "annotate_cells": ".stage",
+    "annotation_figures": ".stage",
+}
+__getattr__ = lazy_exports(__name__, _SOURCES)
+__all__ = sorted(_SOURCES)

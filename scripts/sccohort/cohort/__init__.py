@@ -22,17 +22,19 @@ Names other stages rely on
 - ``uns["cohort"]["default_cluster_key"]`` is the Leiden column used downstream.
 """
 
-from .genes import check_gene_overlap, gene_codes
-from .options import DEFAULTS
-from .rules import cohort_cluster, cohort_diagnostics, cohort_markers, cohort_merge, cohort_uncorrected
+from ..lazy import lazy_exports
 
-__all__ = [
-    "DEFAULTS",
-    "check_gene_overlap",
-    "cohort_cluster",
-    "cohort_diagnostics",
-    "cohort_markers",
-    "cohort_merge",
-    "cohort_uncorrected",
-    "gene_codes",
-]
+# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
+# DAG loads only the modules of the checks it calls
+_SOURCES = {
+    "check_gene_overlap": ".genes",
+    "gene_codes": ".genes",
+    "DEFAULTS": ".options",
+    "cohort_cluster": ".rules",
+    "cohort_diagnostics": ".rules",
+    "cohort_markers": ".rules",
+    "cohort_merge": ".rules",
+    "cohort_uncorrected": ".rules",
+}
+__getattr__ = lazy_exports(__name__, _SOURCES)
+__all__ = sorted(_SOURCES)

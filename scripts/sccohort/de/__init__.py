@@ -6,16 +6,17 @@ the same names; workflow/rules/de.smk calls check_de_config and design_variables
 is built.
 """
 
-from .composition import composition_test
-from .design import check_de_config, design_variables
-from .pseudobulk import de_pseudobulk
-from .results import de_contrast, de_summary
+from ..lazy import lazy_exports
 
-__all__ = [
-    "check_de_config",
-    "composition_test",
-    "de_contrast",
-    "de_pseudobulk",
-    "de_summary",
-    "design_variables",
-]
+# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
+# DAG loads only the modules of the checks it calls
+_SOURCES = {
+    "composition_test": ".composition",
+    "check_de_config": ".design",
+    "design_variables": ".design",
+    "de_pseudobulk": ".pseudobulk",
+    "de_contrast": ".results",
+    "de_summary": ".results",
+}
+__getattr__ = lazy_exports(__name__, _SOURCES)
+__all__ = sorted(_SOURCES)

@@ -7,7 +7,14 @@ when the DAG is built), cellxgene (the schema's AnnData from integrated.h5ad), c
 Cell Browser site) and rules (the rules' entry functions).
 """
 
-from .config import check_export_config
-from .rules import export_cellbrowser, export_cellxgene
+from ..lazy import lazy_exports
 
-__all__ = ["check_export_config", "export_cellbrowser", "export_cellxgene"]
+# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
+# DAG loads only the modules of the checks it calls
+_SOURCES = {
+    "check_export_config": ".config",
+    "export_cellbrowser": ".rules",
+    "export_cellxgene": ".rules",
+}
+__getattr__ = lazy_exports(__name__, _SOURCES)
+__all__ = sorted(_SOURCES)

@@ -7,20 +7,19 @@ package is cheap (anndata, no scanpy, Scrublet or matplotlib: those load when a 
 the Snakefile imports it whenever the DAG is built.
 """
 
-from .doublets import doublets_sample
-from .load import load_sample
-from .metrics import qc_sample
-from .page import qc_report_sample
-from .probe import InputSummary, inspect_input, probe_input
-from .summary import qc_summary
+from ..lazy import lazy_exports
 
-__all__ = [
-    "load_sample",
-    "qc_sample",
-    "doublets_sample",
-    "qc_report_sample",
-    "qc_summary",
-    "probe_input",
-    "inspect_input",
-    "InputSummary",
-]
+# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
+# DAG loads only the modules of the checks it calls
+_SOURCES = {
+    "doublets_sample": ".doublets",
+    "load_sample": ".load",
+    "qc_sample": ".metrics",
+    "qc_report_sample": ".page",
+    "InputSummary": ".probe",
+    "inspect_input": ".probe",
+    "probe_input": ".probe",
+    "qc_summary": ".summary",
+}
+__getattr__ = lazy_exports(__name__, _SOURCES)
+__all__ = sorted(_SOURCES)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.io
@@ -20,6 +20,11 @@ import scipy.sparse as sp
 from ..counts import is_integer_valued
 from ..errors import READ_ERRORS, InputError
 from ..names import GENE_EXPRESSION
+
+# anndata is imported by the readers only: the DAG-time probe (qc/probe.py) uses this module's
+# header helpers, and loading anndata there would slow every `snakemake` call
+if TYPE_CHECKING:
+    import anndata as ad
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # The files of a 10x mtx directory: (name in messages, stems tried in order, each also as .gz).
@@ -173,6 +178,8 @@ def refuse_other_layout(path: Path, groups, fmt: str) -> None:
 
 def read_10x_mtx_dir(folder: Path) -> ad.AnnData:
     """Read a Cell Ranger mtx directory (v2 genes.tsv or v3 features.tsv, gzipped or not)."""
+    import anndata as ad
+
     matrix_file, barcodes_file, features_file = find_mtx_files(folder)
     # scipy reads .mtx and .mtx.gz by name; mtx files are genes x cells.
     matrix = read_part(
@@ -201,6 +208,7 @@ def read_10x_mtx_dir(folder: Path) -> ad.AnnData:
 
 def read_10x_h5_file(path: Path, genome: str | None = None) -> ad.AnnData:
     """Read a Cell Ranger .h5 (v3 `matrix` group, or v2 with one group per genome)."""
+    import anndata as ad
     import h5py
 
     with h5py.File(path, "r") as handle:
@@ -275,6 +283,8 @@ def var_columns(var: pd.DataFrame) -> tuple[str | None, str | None]:
 
 def read_h5ad_counts(path: Path, counts_layer: str | None = None) -> ad.AnnData:
     """Read an .h5ad, taking raw counts from X or from `counts_layer`."""
+    import anndata as ad
+
     adata = ad.read_h5ad(path)
     if counts_layer:
         if counts_layer not in adata.layers:

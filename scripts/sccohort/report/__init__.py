@@ -5,6 +5,14 @@ One entry function per rule (report_html, multiqc_content, multiqc_run). The mod
 section of the page, rendered from templates/), build (the page), multiqc (custom content).
 """
 
-from .rules import multiqc_content, multiqc_run, report_html
+from ..lazy import lazy_exports
 
-__all__ = ["multiqc_content", "multiqc_run", "report_html"]
+# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
+# DAG loads only the modules of the checks it calls
+_SOURCES = {
+    "multiqc_content": ".rules",
+    "multiqc_run": ".rules",
+    "report_html": ".rules",
+}
+__getattr__ = lazy_exports(__name__, _SOURCES)
+__all__ = sorted(_SOURCES)
