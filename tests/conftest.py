@@ -97,9 +97,22 @@ def pytest_runtest_setup(item):
     helpers.RUNNING_SLOW_TEST = item.get_closest_marker("slow") is not None
 
 
+# Folders whose modules share costly session fixtures of their conftest.py (tests/cohort: the
+# integrated and clustered planted cohort, ~50 s): under pytest-xdist they go to one worker
+# together, so the fixtures are made once; every other module is a unit of its own
+# (`--dist loadgroup` with one xdist_group per module: pyproject.toml).
+SHARED_FIXTURE_FOLDERS = ("cohort",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     def rank(item) -> int:
         name = item.path.name
         return FIRST_MODULES.index(name) if name in FIRST_MODULES else len(FIRST_MODULES)
 
     items.sort(key=rank)  # stable: the order within and among the other modules is kept
+    root = Path(str(config.rootpath))
+    for item in items:
+        folder = item.path.parent.name
+        unit = item.path.parent if folder in SHARED_FIXTURE_FOLDERS else item.path
+        item.add_marker(pytest.mark.xdist_group(str(unit.relative_to(root))))

@@ -173,11 +173,37 @@ def run_workflow(project: Path, *targets: str, cores: int = 2, extra=(), check: 
 def make_full_run_project(root: Path) -> Path:
     """The inputs and config of full_run (4 bundled samples x 400 cells, default config), unrun.
 
-    Tests that run the same project another way (SLURM, killed and resumed) start from this and
-    ask for the full_run fixture only when they compare, so that their own run can overlap with
-    full_run's on another xdist worker.
+    Tests that run the same project another way (SLURM, killed and resumed) start from a copy of
+    the finished run with one sample and the cohort to redo (one_sample_to_redo).
     """
     return make_project(root)
+
+
+def finished_copy(full_run: Path, destination: Path) -> Path:
+    """full_run with its outputs, logs and Snakemake metadata, file times kept (copy2)."""
+    shutil.copytree(full_run, destination, symlinks=True, ignore=shutil.ignore_patterns("sccohort_cache"))
+    return destination
+
+
+def one_sample_to_redo(full_run: Path, destination: Path) -> tuple[Path, str]:
+    """(project, sample): a copy of the finished full_run (finished_copy) that keeps only the
+    per-sample outputs (results/qc/<sample>/) of all samples but the last, as if a run had been
+    stopped after them. A run there redoes that sample's per-sample jobs and every cohort job, so
+    each rule runs once, and must end with full_run's results: the SLURM and kill/resume tests
+    run it another way, at a third of the cost of a whole run."""
+    project = finished_copy(full_run, destination)
+    redo = pd.read_csv(project / "config" / "samples.tsv", sep="\t", dtype=str)["sample"].iloc[-1]
+    results = project / "results"
+    keep = {sample for sample in SMALL_SAMPLES if sample != redo}
+    outputs = [p for p in results.iterdir() if p.name != "qc"]
+    outputs += [p for p in (results / "qc").iterdir() if p.name not in keep]
+    for path in outputs:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    assert (results / "qc").is_dir() and not (results / "qc" / redo).exists()
+    return project, redo
 
 
 # The one-sample pilot (README: "a one-sample pilot runs"): qc.min_samples_kept 1, DE off, and the

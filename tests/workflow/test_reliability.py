@@ -2,16 +2,16 @@
 
 The reference is conftest.full_run: rule all on 4 real samples x 400 cells, `--cores 2`.
 
-One more run of the same project is made here, the way a user's bad day goes: with the network
-cut (`unshare -n`: a network namespace with no interface up) and `--cores 1`, killed with
-SIGKILL (the whole process group: snakemake and its running job) during per-sample QC, during
-integration and during DE, and resumed each time with `snakemake --unlock` and a rerun
-(`--rerun-incomplete`, as in profiles/default). It runs to the DE summary (TARGET: every stage
-up to DE, without the pages, figures and exports after it, which the SLURM test covers) and must
-complete, leave no half-written file, and give tables, cluster labels, cell types and DE results
-equal to the reference's. Equality
-with a `--cores 2` run also shows that nothing depends on job order or thread count. (The
-SLURM test compares a third run, on a cluster, with the same reference.)
+The same project is run again here, the way a user's bad day goes: from a copy of full_run that
+keeps only three samples' per-sample outputs (helpers.one_sample_to_redo: a run stopped after
+them), with the network cut (`unshare -n`: a network namespace with no interface up) and
+`--cores 1`, killed with SIGKILL (the whole process group: snakemake and its running job) during
+the fourth sample's QC, during integration and during DE, and resumed each time with
+`snakemake --unlock` and a rerun (`--rerun-incomplete`, as in profiles/default). It runs to the
+DE summary (TARGET: every stage up to DE; the pages, figures and exports after it are run again
+by the SLURM test) and must complete, leave no half-written file, and give tables, cluster
+labels, cell types and DE results equal to the reference's. Equality with a `--cores 2` run also
+shows that nothing depends on job order or thread count.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from compare_results import assert_same_results, assert_same_run
-from helpers import REPO, make_full_run_project, workflow_env
+from helpers import REPO, one_sample_to_redo, workflow_env
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # Kill points: (rule whose job is running, an output that must not exist after the kill)
@@ -129,10 +129,8 @@ def test_killed_offline_single_core_run_resumes_to_the_reference_results(request
     )  # fmt: skip
     assert probe.returncode != 0 and "Network is unreachable" in probe.stderr, probe.stderr
 
-    # the reference first: the other xdist worker starts with the SLURM test, whose run waits on
-    # the scheduler while this worker's full_run uses the cores; it finds the reference made
     reference = request.getfixturevalue("full_run")
-    project = make_full_run_project(tmp_path / "killed")  # full_run's inputs and config, unrun
+    project, redo = one_sample_to_redo(reference, tmp_path / "killed")
     killed_in = []
     for rule, absent in KILL_POINTS:
         kill_during(project, prefix, rule)
@@ -146,6 +144,7 @@ def test_killed_offline_single_core_run_resumes_to_the_reference_results(request
 
     tables = assert_same_run(reference, project, targets_only=True)
     assert any(str(t).startswith("de/") for t in tables) and any(str(t).startswith("qc/") for t in tables)
+    assert (project / "results" / "qc" / redo / "cells.tsv.gz").exists()
     print(f"\nkilled during {killed_in}; resumed offline at --cores 1; {len(tables)} tables equal")
 
 

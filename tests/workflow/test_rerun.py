@@ -11,13 +11,12 @@ would, and reads the jobs a dry run (`snakemake -n`) plans.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from helpers import EXAMPLE_CONDITIONS, run_workflow, subsample_example, write_10x_mtx
+from helpers import EXAMPLE_CONDITIONS, finished_copy, run_workflow, subsample_example, write_10x_mtx
 
 PER_SAMPLE_RULES = {"load_sample", "qc_sample", "doublets_sample", "qc_report_sample"}
 COHORT_RULES = {
@@ -40,12 +39,6 @@ COHORT_RULES = {
     "all",
 }
 JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n?)*)", re.MULTILINE)
-
-
-def finished_copy(full_run: Path, destination: Path) -> Path:
-    """full_run with its outputs, logs and Snakemake metadata, file times kept (copy2)."""
-    shutil.copytree(full_run, destination, symlinks=True, ignore=shutil.ignore_patterns("sccohort_cache"))
-    return destination
 
 
 def planned_jobs(project: Path) -> list[tuple[str, dict[str, str]]]:
