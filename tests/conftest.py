@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from helpers import (
     make_project,
     run_pilot,
     run_workflow,
+    shared_run,
     subsample_example,
 )
 
@@ -30,32 +30,6 @@ def project_factory(tmp_path_factory):
         return make_project(tmp_path_factory.mktemp(name), **kwargs)
 
     return factory
-
-
-def shared_run(name: str, build, tmp_path_factory, worker_id) -> Path:
-    """The project folder `build(folder)` makes, made once per test session and shared by the
-    tests that read it, also across pytest-xdist workers: the first worker that needs it builds
-    it under a file lock, the others wait for it and read the same folder."""
-    if worker_id == "master":  # no xdist
-        project = tmp_path_factory.mktemp(name)
-        build(project)
-        return project
-    from filelock import FileLock
-
-    shared = tmp_path_factory.getbasetemp().parent  # one folder for all workers of this session
-    project, done, failed = shared / name, shared / f"{name}.done", shared / f"{name}.failed"
-    with FileLock(str(shared / f"{name}.lock")):
-        if failed.exists():  # do not run (and fail) it a second time on another worker
-            raise AssertionError(f"{name} failed on another worker:\n{failed.read_text()}")
-        if not done.exists():
-            shutil.rmtree(project, ignore_errors=True)
-            try:
-                build(project)
-            except AssertionError as error:
-                failed.write_text(str(error))
-                raise
-            done.touch()
-    return project
 
 
 @pytest.fixture(scope="session")
@@ -97,22 +71,9 @@ def pytest_runtest_setup(item):
     helpers.RUNNING_SLOW_TEST = item.get_closest_marker("slow") is not None
 
 
-# Folders whose modules share costly session fixtures of their conftest.py (tests/cohort: the
-# integrated and clustered planted cohort, ~50 s): under pytest-xdist they go to one worker
-# together, so the fixtures are made once; every other module is a unit of its own
-# (`--dist loadgroup` with one xdist_group per module: pyproject.toml).
-SHARED_FIXTURE_FOLDERS = ("cohort",)
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     def rank(item) -> int:
         name = item.path.name
         return FIRST_MODULES.index(name) if name in FIRST_MODULES else len(FIRST_MODULES)
 
     items.sort(key=rank)  # stable: the order within and among the other modules is kept
-    root = Path(str(config.rootpath))
-    for item in items:
-        folder = item.path.parent.name
-        unit = item.path.parent if folder in SHARED_FIXTURE_FOLDERS else item.path
-        item.add_marker(pytest.mark.xdist_group(str(unit.relative_to(root))))

@@ -179,6 +179,34 @@ def make_full_run_project(root: Path) -> Path:
     return make_project(root)
 
 
+def shared_run(name: str, build, tmp_path_factory, worker_id) -> Path:
+    """The folder or file `build(path)` makes at `path`, made once per test session and shared
+    by the tests that read it, also across pytest-xdist workers: the first worker that needs it
+    builds it under a file lock, the others wait for it and read the same path."""
+    if worker_id == "master":  # no xdist
+        project = tmp_path_factory.mktemp(name.replace(".", "_")) / name
+        build(project)
+        return project
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # one folder for all workers of this session
+    project, done, failed = shared / name, shared / f"{name}.done", shared / f"{name}.failed"
+    with FileLock(str(shared / f"{name}.lock")):
+        if failed.exists():  # do not run (and fail) it a second time on another worker
+            raise AssertionError(f"{name} failed on another worker:\n{failed.read_text()}")
+        if not done.exists():
+            if project.is_dir():
+                shutil.rmtree(project)
+            project.unlink(missing_ok=True)
+            try:
+                build(project)
+            except AssertionError as error:
+                failed.write_text(str(error))
+                raise
+            done.touch()
+    return project
+
+
 def finished_copy(full_run: Path, destination: Path) -> Path:
     """full_run with its outputs, logs and Snakemake metadata, file times kept (copy2)."""
     shutil.copytree(full_run, destination, symlinks=True, ignore=shutil.ignore_patterns("sccohort_cache"))

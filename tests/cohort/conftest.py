@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from helpers import shared_run
 from sccohort.cohort.cluster import integrate_and_cluster
 from sccohort.cohort.rules import prepare_cohort
 
@@ -115,7 +116,13 @@ def prepared(planted):
 
 
 @pytest.fixture(scope="session")
-def clustered(prepared):
-    adata = prepared.copy()
-    integrate_and_cluster(adata, options={}, seed=SEED, threads=2)
-    return adata
+def clustered(request, tmp_path_factory, worker_id):
+    """`prepared` after integrate_and_cluster, as the workflow passes it on (an h5ad, written once
+    per session and read by every xdist worker that needs it: it takes ~50 s to make)."""
+
+    def build(path: Path) -> None:
+        adata = request.getfixturevalue("prepared").copy()
+        integrate_and_cluster(adata, options={}, seed=SEED, threads=2)
+        adata.write_h5ad(path)
+
+    return ad.read_h5ad(shared_run("cohort_clustered.h5ad", build, tmp_path_factory, worker_id))

@@ -197,7 +197,19 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
                 continue
             local.add(absolute)
             local.update(f"{absolute}.{alias.name}" for alias in node.names)  # submodules, if any
+        elif _is_lazy_sources(node):  # a stage package's lazy exports (sccohort.lazy): its modules
+            local.update(package + value.value for value in node.value.values)
     return modules, local
+
+
+def _is_lazy_sources(node: ast.AST) -> bool:
+    """`_SOURCES = {"name": ".module", ...}` of a stage package's __init__ (sccohort.lazy)."""
+    return (
+        isinstance(node, ast.Assign)
+        and [getattr(t, "id", None) for t in node.targets] == ["_SOURCES"]
+        and isinstance(node.value, ast.Dict)
+        and all(isinstance(v, ast.Constant) and str(v.value).startswith(".") for v in node.value.values)
+    )
 
 
 @functools.cache
