@@ -168,6 +168,20 @@ def test_result_comparison_can_fail(tmp_path):
         assert_same_results(tmp_path / "a", tmp_path / "b")
 
 
+def test_comparison_of_a_targets_run_reads_its_tables_only(tmp_path):
+    """targets_only: the other run may lack tables of the reference, not hold tables it lacks."""
+    for name, tables in (("ref", ("qc/a.tsv", "de/b.tsv")), ("part", ("qc/a.tsv",))):
+        for rel in tables:
+            (tmp_path / name / "results" / rel).parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"x": [1, 2]}).to_csv(tmp_path / name / "results" / rel, sep="\t", index=False)
+    assert assert_same_results(tmp_path / "ref", tmp_path / "part", targets_only=True) == [Path("qc/a.tsv")]
+    with pytest.raises(AssertionError):  # without targets_only a missing table fails
+        assert_same_results(tmp_path / "ref", tmp_path / "part")
+    (tmp_path / "part" / "results" / "qc" / "extra.tsv").write_text("x\n1\n")
+    with pytest.raises(AssertionError, match="extra"):
+        assert_same_results(tmp_path / "ref", tmp_path / "part", targets_only=True)
+
+
 def test_stale_partial_of_a_killed_write_is_removed(tmp_path):
     from sccohort.runtime import write_json
 

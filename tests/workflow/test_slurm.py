@@ -238,6 +238,7 @@ def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, request
         whole_run_rules,
     )
     assert all(n == 1 for n in expected.values()), expected
+    assert (remote / "results" / "qc" / redo / "report.html").is_file()  # the redone sample's page
     # tables, and the Leiden, cell-type and doublet columns of integrated.h5ad, equal full_run's
     # (the same project run locally with --cores 2)
     tables = assert_same_run(local, remote)
