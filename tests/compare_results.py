@@ -46,9 +46,11 @@ def assert_same_results(local: Path, remote: Path, *, targets_only: bool = False
     assert tables, "the local run wrote no result tables"
     remote_tables = result_tables(remote / "results")
     if targets_only:
-        assert remote_tables and set(remote_tables) <= set(tables), sorted(set(remote_tables) - set(tables))
+        extra = sorted(map(str, set(remote_tables) - set(tables)))
+        assert remote_tables and not extra, f"tables the reference does not have: {extra}"
         tables = remote_tables
-    assert tables == remote_tables
+    else:
+        assert tables == remote_tables
     for rel in tables:
         pd.testing.assert_frame_equal(
             _read_table(local / "results" / rel, local),

@@ -220,9 +220,10 @@ def one_sample_to_redo(full_run: Path, destination: Path) -> tuple[Path, str]:
     each rule runs once, and must end with full_run's results: the SLURM and kill/resume tests
     run it another way, at a third of the cost of a whole run."""
     project = finished_copy(full_run, destination)
-    redo = pd.read_csv(project / "config" / "samples.tsv", sep="\t", dtype=str)["sample"].iloc[-1]
+    samples = pd.read_csv(project / "config" / "samples.tsv", sep="\t", dtype=str)["sample"]
+    redo = samples.iloc[-1]
     results = project / "results"
-    keep = {sample for sample in SMALL_SAMPLES if sample != redo}
+    keep = set(samples) - {redo}
     outputs = [p for p in results.iterdir() if p.name != "qc"]
     outputs += [p for p in (results / "qc").iterdir() if p.name not in keep]
     for path in outputs:

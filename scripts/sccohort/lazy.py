@@ -10,6 +10,7 @@ use, and ``from sccohort.qc import probe_input`` loads only what ``probe_input``
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from typing import Any
 def lazy_exports(package: str, sources: Mapping[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for `package` that imports ``sources[name]`` (a submodule name
     relative to the package, e.g. ``".doublets"``) the first time `name` is asked for."""
-    namespace = importlib.import_module(package).__dict__
+    namespace = sys.modules[package].__dict__  # the package being initialised
 
     def __getattr__(name: str) -> Any:
         if name not in sources:

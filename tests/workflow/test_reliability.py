@@ -59,10 +59,6 @@ def snakemake_command(prefix: list[str], *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-def run_to_target(prefix: list[str]) -> list[str]:
-    return snakemake_command(prefix, TARGET)
-
-
 def job_script_running(rule: str, group: int) -> bool:
     """Whether a job script of `rule` (.snakemake/scripts/tmp*.<rule>.py) runs in our process group."""
     for entry in Path("/proc").iterdir():
@@ -82,7 +78,7 @@ def kill_during(project: Path, prefix: list[str], rule: str) -> str:
     log = project / f"run_killed_during_{rule}.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            run_to_target(prefix), cwd=project, env=workflow_env(),
+            snakemake_command(prefix, TARGET), cwd=project, env=workflow_env(),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -120,7 +116,7 @@ def partial_files(project: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_killed_offline_single_core_run_resumes_to_the_reference_results(request, tmp_path):
+def test_killed_offline_single_core_run_resumes_to_the_reference_results(full_run, tmp_path):
     prefix = offline_prefix()
     # the namespace really has no network
     probe = subprocess.run(
@@ -129,8 +125,7 @@ def test_killed_offline_single_core_run_resumes_to_the_reference_results(request
     )  # fmt: skip
     assert probe.returncode != 0 and "Network is unreachable" in probe.stderr, probe.stderr
 
-    reference = request.getfixturevalue("full_run")
-    project, redo = one_sample_to_redo(reference, tmp_path / "killed")
+    project, redo = one_sample_to_redo(full_run, tmp_path / "killed")
     killed_in = []
     for rule, absent in KILL_POINTS:
         kill_during(project, prefix, rule)
@@ -142,7 +137,7 @@ def test_killed_offline_single_core_run_resumes_to_the_reference_results(request
     assert "Nothing to be done" not in result.stderr
     assert not partial_files(project), partial_files(project)
 
-    tables = assert_same_run(reference, project, targets_only=True)
+    tables = assert_same_run(full_run, project, targets_only=True)
     assert any(str(t).startswith("de/") for t in tables) and any(str(t).startswith("qc/") for t in tables)
     assert (project / "results" / "qc" / redo / "cells.tsv.gz").exists()
     print(f"\nkilled during {killed_in}; resumed offline at --cores 1; {len(tables)} tables equal")

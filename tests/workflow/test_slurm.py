@@ -180,11 +180,10 @@ def test_slurm_profile_works_without_accounting(slurm_without_accounting, reques
 
 
 @pytest.mark.slow  # end-to-end runs; it may also be the one to make full_run
-def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, request, tmp_path):
+def test_whole_workflow_on_slurm_equals_local_run(full_run, slurm_with_accounting, tmp_path):
     """rule all through profiles/slurm: every rule runs, every job is a SLURM job, every table
     equals the local run's."""
-    cluster = slurm_with_accounting
-    local = request.getfixturevalue("full_run")
+    cluster, local = slurm_with_accounting, full_run
     remote, redo = one_sample_to_redo(local, tmp_path / "slurm")
     # the rules of a whole run, from a dry run of every job
     whole = run_workflow(remote, "-n", "--forceall")

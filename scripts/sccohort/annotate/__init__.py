@@ -10,8 +10,7 @@ stage (the rules' entry functions).
 
 from ..lazy import lazy_exports
 
-# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
-# DAG loads only the modules of the checks it calls
+# name -> its module, imported on first use (sccohort.lazy)
 _SOURCES = {
     "check_annotation_config": ".config",
     "annotate_cells": ".stage",

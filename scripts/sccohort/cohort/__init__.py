@@ -24,8 +24,7 @@ Names other stages rely on
 
 from ..lazy import lazy_exports
 
-# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
-# DAG loads only the modules of the checks it calls
+# name -> its module, imported on first use (sccohort.lazy)
 _SOURCES = {
     "check_gene_overlap": ".genes",
     "gene_codes": ".genes",

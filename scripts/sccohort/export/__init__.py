@@ -9,8 +9,7 @@ Cell Browser site) and rules (the rules' entry functions).
 
 from ..lazy import lazy_exports
 
-# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
-# DAG loads only the modules of the checks it calls
+# name -> its module, imported on first use (sccohort.lazy)
 _SOURCES = {
     "check_export_config": ".config",
     "export_cellbrowser": ".rules",

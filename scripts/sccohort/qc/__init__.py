@@ -9,8 +9,7 @@ the Snakefile imports it whenever the DAG is built.
 
 from ..lazy import lazy_exports
 
-# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
-# DAG loads only the modules of the checks it calls
+# name -> its module, imported on first use (sccohort.lazy)
 _SOURCES = {
     "doublets_sample": ".doublets",
     "load_sample": ".load",

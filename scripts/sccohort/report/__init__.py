@@ -7,8 +7,7 @@ section of the page, rendered from templates/), build (the page), multiqc (custo
 
 from ..lazy import lazy_exports
 
-# name -> the module it comes from; imported on first use (sccohort.lazy), so that building the
-# DAG loads only the modules of the checks it calls
+# name -> its module, imported on first use (sccohort.lazy)
 _SOURCES = {
     "multiqc_content": ".rules",
     "multiqc_run": ".rules",
