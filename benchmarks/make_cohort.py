@@ -388,15 +388,18 @@ def build_cohort(
     example: str | Path = EXAMPLE,
     preset: str | None = None,
     log=print,
+    sources: tuple[dict[str, Source], dict[str, np.ndarray]] | None = None,
 ) -> dict:
     """Write the project folder (data/, config/, cohort.json); returns the manifest.
 
     Samples are simulated and written one at a time, so memory is about one sample's matrix.
+    `sources`: what load_sources(example) returns, when the caller has it already (reading and
+    indexing the six real samples is most of the time of a small cohort).
     """
     effects = effects or Effects()
     out = Path(out)
     started = time.perf_counter()
-    sources, features = load_sources(example)
+    sources, features = sources or load_sources(example)
     gene_index = {g.decode(): i for i, g in enumerate(features["id"])}
     specs = plan_cohort(n_samples, sources, features, seed=seed, effects=effects)
     barcodes = barcodes_for(cells_per_sample)

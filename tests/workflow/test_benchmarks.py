@@ -29,10 +29,15 @@ def sources():
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
+def cohort(tmp_path_factory, sources):
     out = tmp_path_factory.mktemp("cohort")
-    manifest = mc.build_cohort(out, n_samples=4, cells_per_sample=N_CELLS, seed=0, log=lambda *a: None)
+    manifest = build(out, 4, seed=0, sources=sources)
     return out, manifest
+
+
+def build(out: Path, n_samples: int, *, seed: int, sources) -> dict:
+    """A cohort of n_samples x N_CELLS from the sources read once per module."""
+    return mc.build_cohort(out, n_samples, N_CELLS, seed=seed, log=lambda *a: None, sources=sources)
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -63,10 +68,10 @@ def mixture(source, info) -> sp.csr_matrix:
     return sp.csr_matrix(own + _partner_matrix(source, info, partner_weight))
 
 
-def test_same_seed_same_files_other_seed_other_files(cohort, tmp_path):
+def test_same_seed_same_files_other_seed_other_files(cohort, sources, tmp_path):
     out, manifest = cohort
-    again = mc.build_cohort(tmp_path / "again", 4, N_CELLS, seed=0, log=lambda *a: None)
-    other = mc.build_cohort(tmp_path / "other", 4, N_CELLS, seed=1, log=lambda *a: None)
+    again = build(tmp_path / "again", 4, seed=0, sources=sources)
+    other = build(tmp_path / "other", 4, seed=1, sources=sources)
     for sample in manifest["samples"]:
         first = read_arrays(out / "data" / f"{sample['name']}.h5")
         second = read_arrays(tmp_path / "again" / "data" / f"{sample['name']}.h5")
@@ -78,9 +83,9 @@ def test_same_seed_same_files_other_seed_other_files(cohort, tmp_path):
     assert [s["library_scale"] for s in other["samples"]] != [s["library_scale"] for s in manifest["samples"]]
 
 
-def test_adding_samples_leaves_the_first_ones_unchanged(cohort, tmp_path):
+def test_adding_samples_leaves_the_first_ones_unchanged(cohort, sources, tmp_path):
     out, _ = cohort
-    mc.build_cohort(tmp_path / "two", 2, N_CELLS, seed=0, log=lambda *a: None)
+    build(tmp_path / "two", 2, seed=0, sources=sources)
     # sample 1 is COVID19 from nCoV_PBMC_1 in both cohorts, with its own random stream
     first = read_arrays(out / "data" / "S01_COVID19.h5")
     alone = read_arrays(tmp_path / "two" / "data" / "S01_COVID19.h5")
