@@ -67,34 +67,3 @@ def test_tables_read_back_as_written(tmp_path):
     assert back[["sample", "condition", "leiden_0.5"]].equals(table[["sample", "condition", "leiden_0.5"]])
     assert back["score"].isna().tolist() == [False, True, False]
     assert read_table(tmp_path / "t.tsv.gz", dtype=str)["score"].tolist() == ["1.5", "", "3.0"]
-
-
-def test_umap_kernels_compiled_once_go_to_the_numba_cache(tmp_path):
-    """cache_umap_kernels: the kNN graph's umap kernels, compiled in one job, are written to
-    NUMBA_CACHE_DIR, so the next job loads them instead of compiling (~7 s each). Checked in a
-    fresh process: the kernels of this one may have been compiled already. The suite's shared
-    numba cache is copied in without umap's entries (so scanpy's load instead of compiling)."""
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from helpers import NUMBA_CACHE
-
-    if NUMBA_CACHE.is_dir():
-        shutil.copytree(NUMBA_CACHE, tmp_path / "numba", ignore=shutil.ignore_patterns("umap_*"))
-    script = (
-        "from sccohort.runtime import configure_environment, cache_umap_kernels\n"
-        f"configure_environment(1, {str(tmp_path)!r})\n"
-        "import numpy as np, anndata as ad, scanpy as sc\n"
-        "assert cache_umap_kernels() > 10\n"
-        "adata = ad.AnnData(np.random.default_rng(0).normal(size=(60, 5)).astype('float32'))\n"
-        "sc.pp.neighbors(adata, n_neighbors=5, use_rep='X')\n"
-    )
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env={"PYTHONPATH": str(scripts)}
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    cached = {p.name.split("-")[0] for p in (tmp_path / "numba").rglob("*.nbi")}
-    assert {"umap_.smooth_knn_dist", "umap_.compute_membership_strengths"} <= cached, sorted(cached)

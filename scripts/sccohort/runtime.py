@@ -67,37 +67,6 @@ def configure_environment(threads: int = 1, cache_root: str | os.PathLike | None
     quiet_known_warnings()
 
 
-# umap-learn's numba kernels (the kNN graph's fuzzy weights, the layout's epochs) are compiled
-# on first call in every process, about 7 s per job, because umap sets no cache=True.
-# Dispatcher.enable_caching() is what numba's own cache=True calls: the compilations then go to
-# NUMBA_CACHE_DIR and later jobs load them (numba keys them by source file, signature and CPU, so
-# an upgrade or another machine compiles afresh; the machine code, hence every result, is the
-# same). pynndescent's kernels are compiled when it is imported, before this could run, and its
-# maintainers found that caching breaks some of them (lmcinnes/pynndescent#111): left alone.
-UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.distances")
-
-
-def cache_umap_kernels() -> int:
-    """Turn on numba's on-disk cache for umap-learn's module-level kernels; returns how many.
-
-    Call before the first neighbours/UMAP call of the process. Where numba finds no writable
-    cache folder, the kernels stay as they are (compiled in memory, as without this call)."""
-    import importlib
-
-    from numba.core.dispatcher import Dispatcher
-
-    enabled = 0
-    for name in UMAP_KERNEL_MODULES:
-        for kernel in vars(importlib.import_module(name)).values():
-            if isinstance(kernel, Dispatcher):
-                try:
-                    kernel.enable_caching()
-                except RuntimeError:  # numba: no locator, no writable cache folder
-                    return enabled
-                enabled += 1
-    return enabled
-
-
 def get_logger(log_path: str | os.PathLike | None = None, name: str = "sccohort") -> logging.Logger:
     """A logger writing to the rule's log file (and stderr), never duplicating handlers."""
     logger = logging.getLogger(name)

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import InputError
 from ..names import format_resolution, leiden_key
-from ..runtime import cache_umap_kernels
 from .embed import run_harmony, run_umap
 from .options import cohort_params
 
@@ -29,8 +28,6 @@ def build_graph(
     obsp[f"{key_added}_distances"], obsp[f"{key_added}_connectivities"] and uns[key_added].
     """
     import scanpy as sc
-
-    cache_umap_kernels()  # compiled once per machine, not once per job
 
     k = int(min(n_neighbors, adata.n_obs - 1))
     sc.pp.neighbors(adata, n_neighbors=k, use_rep=use_rep, random_state=seed, key_added=key_added)

@@ -16,7 +16,6 @@ import scipy.sparse as sp
 from ..counts import mean_var
 from ..errors import InputError
 from ..names import SHEET_CATEGORICALS
-from ..runtime import cache_umap_kernels
 
 LOG = logging.getLogger("sccohort")
 
@@ -163,8 +162,6 @@ def run_umap(
     Writes: obsm[key_added], uns[key_added] (scanpy's UMAP parameters).
     """
     import scanpy as sc
-
-    cache_umap_kernels()  # compiled once per machine, not once per job
 
     sc.tl.umap(adata, random_state=seed, neighbors_key=neighbors_key, key_added=key_added, min_dist=min_dist)
 
