@@ -41,7 +41,8 @@ def write_10x_mtx(adata, folder: Path) -> None:
     import scipy.sparse as sp
 
     folder.mkdir(parents=True, exist_ok=True)
-    with gzip.open(folder / "matrix.mtx.gz", "wb") as handle:
+    # level 1: gzip's default level 9 took 13 of the 16 CPU s of a 4 x 400-cell test project
+    with gzip.open(folder / "matrix.mtx.gz", "wb", compresslevel=1) as handle:
         scipy.io.mmwrite(handle, sp.csr_matrix(adata.X).T.tocoo().astype(np.int64), field="integer")
     features = pd.DataFrame(
         {
