@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
-from helpers import (
+# One BLAS/OpenMP thread per test process, set before numpy is imported: `make test` runs
+# three pytest-xdist workers on two cores beside the workflow runs, and with a thread per core
+# each idle OpenBLAS thread spins while it waits. The workflow's jobs set their own (the rule's
+# `threads`, runtime.configure_environment); this only reaches the tests' own computations.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from helpers import (  # noqa: E402
     make_full_run_project,
     make_pilot_project,
     make_project,
