@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-# One BLAS/OpenMP thread per test process, set before numpy is imported: `make test` runs
+# One BLAS/OpenMP/numba thread per test process, set before numpy is imported: `make test` runs
 # three pytest-xdist workers on two cores beside the workflow runs, and with a thread per core
-# each idle OpenBLAS thread spins while it waits. The workflow's jobs set their own (the rule's
+# each idle OpenBLAS or numba worker thread spins while it waits. The workflow's jobs set their own (the rule's
 # `threads`, runtime.configure_environment); this only reaches the tests' own computations.
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
 from pathlib import Path  # noqa: E402

@@ -131,7 +131,12 @@ def wilcoxon_one_vs_rest(adata, *, groupby: str, groups: Sequence[str], threads:
     import io
 
     import anndata as ad
+    import numba
     from illico import asymptotic_wilcoxon
+
+    # illico sets numba's thread count, which must not exceed the pool numba started with
+    # (NUMBA_NUM_THREADS, read at import): a process capped below the rule's threads would raise.
+    threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
     from loguru import logger
 
     if sp.issparse(adata.X) and not adata.X.has_sorted_indices:
@@ -146,7 +151,7 @@ def wilcoxon_one_vs_rest(adata, *, groupby: str, groups: Sequence[str], threads:
             group_keys=groupby,
             reference=None,
             groups=list(groups),
-            n_threads=int(threads),
+            n_threads=threads,
             use_continuity=False,
             tie_correct=False,
             exp_post_agg=True,
