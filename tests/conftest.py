@@ -6,9 +6,12 @@ import os
 
 # One BLAS/OpenMP/numba thread per test process, set before numpy is imported: `make test` runs
 # three pytest-xdist workers on two cores beside the workflow runs, and with a thread per core
-# each idle OpenBLAS or numba worker thread spins while it waits. The workflow's jobs set their own (the rule's
-# `threads`, runtime.configure_environment); this only reaches the tests' own computations.
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+# each idle OpenBLAS or numba worker thread spins while it waits. The workflow's jobs set their
+# own (the rule's `threads`, runtime.configure_environment); this only reaches the tests' own
+# computations. sccohort.runtime imports nothing but the standard library.
+from sccohort.runtime import THREAD_VARIABLES
+
+for _name in THREAD_VARIABLES:
     os.environ.setdefault(_name, "1")
 
 from pathlib import Path  # noqa: E402

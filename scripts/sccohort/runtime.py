@@ -12,7 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-_THREAD_VARIABLES = (
+# The variables that size the thread pools of BLAS, OpenMP, numba and numexpr.
+THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -50,7 +51,7 @@ def configure_environment(threads: int = 1, cache_root: str | os.PathLike | None
     the working directory, shared by all jobs so numba compiles once per machine, not once per
     job; JAX keeps compilations that took over a second).
     """
-    for name in _THREAD_VARIABLES:
+    for name in THREAD_VARIABLES:
         os.environ[name] = str(max(1, int(threads)))
     root = Path(cache_root) if cache_root else Path.cwd() / ".snakemake" / "sccohort_cache"
     caches = (

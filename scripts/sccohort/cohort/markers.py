@@ -133,11 +133,11 @@ def wilcoxon_one_vs_rest(adata, *, groupby: str, groups: Sequence[str], threads:
     import anndata as ad
     import numba
     from illico import asymptotic_wilcoxon
+    from loguru import logger
 
     # illico sets numba's thread count, which must not exceed the pool numba started with
     # (NUMBA_NUM_THREADS, read at import): a process capped below the rule's threads would raise.
     threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    from loguru import logger
 
     if sp.issparse(adata.X) and not adata.X.has_sorted_indices:
         X = adata.X.copy()
