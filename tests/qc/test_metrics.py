@@ -139,6 +139,28 @@ def test_mouse_prefix_detected_and_top20_metric_present():
     assert "pct_counts_in_top_20_genes" in adata.obs
 
 
+@pytest.mark.parametrize("n_genes", [4000, 15])
+def test_top_genes_percent_is_scanpys_percent_top(n_genes):
+    """The top-20 share equals sc.pp.calculate_qc_metrics(percent_top=...) on real cells, a barcode
+    without counts (NaN) and a sample with fewer genes than 20 among them."""
+    import scanpy as sc
+    from helpers import REPO
+
+    cells = ad.read_h5ad(REPO / "tests" / "data" / "cohort" / "pbmc4k_1200cells_4000genes.h5ad")
+    counts = sp.csr_matrix(cells.X)[:, :n_genes].tolil()
+    counts[3] = 0
+    counts = counts.tocsr()
+    counts.eliminate_zeros()
+    scanpys = ad.AnnData(counts.copy())
+    n_top = min(20, n_genes)
+    sc.pp.calculate_qc_metrics(scanpys, percent_top=[n_top], inplace=True)
+    expected = scanpys.obs[f"pct_counts_in_top_{n_top}_genes"].to_numpy()
+    ours = metrics.top_genes_percent(counts, n_top=20)
+    assert np.isnan(ours[3]) and np.isnan(expected[3])
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(metrics.top_genes_percent(counts.toarray(), n_top=20), ours)
+
+
 def test_failed_sample_policy():
     adata = make_adata([f"GENE{i}" for i in range(30)] + ["MT-CO1"])
     adata.obs["qc_pass"] = False
