@@ -69,6 +69,8 @@ FIRST_MODULES = (
     "test_slurm.py",
     "test_reliability.py",
     "test_workflow_accuracy.py",
+    "test_workflow_accuracy_kang_donors.py",
+    "test_workflow_accuracy_pbmc4k.py",
     "test_pilot.py",
     "test_bad_inputs.py",
     "test_deploy.py",

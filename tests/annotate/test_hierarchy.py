@@ -11,7 +11,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 from annotate.annotation_data import KEY, MARKERS, plain_scanpy_labels
-from annotate.test_workflow_accuracy import KANG_FINE, PLAIN_SETS, SOUPX_FINE, SOUPX_T_CLUSTER_CALLED_NK
+from annotate.workflow_accuracy import KANG_FINE, PLAIN_SETS, SOUPX_FINE, SOUPX_T_CLUSTER_CALLED_NK
 from sccohort.annotate.marker_method import OBS_COLUMNS, annotate_markers
 from sccohort.annotate.tree import marker_tree
 from sccohort.names import UNKNOWN
@@ -43,7 +43,7 @@ def fine_accuracy(labels: pd.Series, truth: pd.Series, either: pd.Series | None 
 
 
 def soupx_truth(obs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Fine truth of the pbmc4k cells from the authors' clusters (test_workflow_accuracy.SOUPX_FINE)
+    """Fine truth of the pbmc4k cells from the authors' clusters (workflow_accuracy.SOUPX_FINE)
     and the mask of their CD3+ cluster called NK (right as NK or CD8_T)."""
     clusters = obs["published_cluster"].astype(str)
     truth = clusters.map(SOUPX_FINE)

@@ -142,7 +142,7 @@ def kang_reference_and_query():
 
 
 def workflow_subsets():
-    """Whole-workflow accuracy tests (tests/annotate/test_workflow_accuracy.py): raw counts of
+    """Whole-workflow accuracy tests (tests/annotate/test_workflow_accuracy*.py): raw counts of
     every gene the workflow would see, cut into samples by the test itself."""
     rng = np.random.default_rng(SEED)
     kang = SHARED / "kang2018_ifnb_subsets"
