@@ -174,8 +174,8 @@ def run_workflow(project: Path, *targets: str, cores: int = 2, extra=(), check: 
 def make_full_run_project(root: Path) -> Path:
     """The inputs and config of full_run (4 bundled samples x 400 cells, default config), unrun.
 
-    Tests that run the same project another way (SLURM, killed and resumed) start from a copy of
-    the finished run with one sample and the cohort to redo (one_sample_to_redo).
+    The SLURM test runs it whole on SLURM; the kill/resume test starts from a copy of the finished
+    run with one sample and the cohort to redo (one_sample_to_redo).
     """
     return make_project(root)
 
@@ -218,8 +218,8 @@ def one_sample_to_redo(full_run: Path, destination: Path) -> tuple[Path, str]:
     """(project, sample): a copy of the finished full_run (finished_copy) that keeps only the
     per-sample outputs (results/qc/<sample>/) of all samples but the last, as if a run had been
     stopped after them. A run there redoes that sample's per-sample jobs and every cohort job, so
-    each rule runs once, and must end with full_run's results: the SLURM and kill/resume tests
-    run it another way, at a third of the cost of a whole run."""
+    each rule runs once, and must end with full_run's results: the kill/resume test runs it
+    another way, at a third of the cost of a whole run."""
     project = finished_copy(full_run, destination)
     samples = pd.read_csv(project / "config" / "samples.tsv", sep="\t", dtype=str)["sample"]
     redo = samples.iloc[-1]

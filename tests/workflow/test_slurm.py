@@ -4,13 +4,13 @@ A fixture installs Debian's slurm-wlm, munge, slurmdbd and mariadb-server when t
 missing (apt-get, root), starts the cluster with accounting (tests/slurm_cluster.py), and
 stops every daemon it started afterwards. The tests:
 
+* run `rule all` with the SLURM profile on a fresh copy of full_run's project
+  (helpers.make_full_run_project), so that every job of a whole run runs, and check, in SLURM's
+  accounting records (sacct), that every job ran as a SLURM job and completed, and that every
+  result table equals full_run's (the same project run locally with --cores 2). It does not
+  start from full_run's outputs, so it runs beside the local run instead of after it;
 * run a few jobs on a cluster *without* accounting with the same profile (minus the account),
-  the setting under which the plugin's default status command (sacct) hangs forever;
-* run `rule all` with the SLURM profile on a copy of the local run full_run that keeps three
-  samples' per-sample outputs (helpers.one_sample_to_redo), so that every rule runs (the fourth
-  sample's per-sample jobs, every cohort job), and check, in SLURM's accounting records (sacct),
-  that every job ran as a SLURM job and completed, that every rule of the workflow ran, and that
-  every result table equals full_run's.
+  the setting under which the plugin's default status command (sacct) hangs forever.
 
 Skipped, with the reason, where SLURM cannot be installed (not root, no apt-get).
 SCCOHORT_SLURM_INSTALL=0 forbids installing.
@@ -32,7 +32,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 from compare_results import assert_same_run  # noqa: E402
-from helpers import make_full_run_project, one_sample_to_redo, run_workflow, workflow_env  # noqa: E402
+from helpers import make_full_run_project, run_workflow, workflow_env  # noqa: E402
 from slurm_cluster import ACCOUNT, PARTITION, SlurmCluster, ensure_slurm_installed  # noqa: E402
 from workflow_rules import load_rules  # noqa: E402
 
@@ -163,31 +163,14 @@ def slurm_without_accounting():
 
 
 @pytest.mark.slow
-def test_slurm_profile_works_without_accounting(slurm_without_accounting, request, tmp_path):
-    """Without slurmdbd, sacct fails; the profile's squeue status command still finishes the run."""
-    cluster = slurm_without_accounting
-    assert cluster.run("sacct", check=False).returncode != 0  # really no accounting here
+def test_whole_workflow_on_slurm_equals_local_run(slurm_with_accounting, request, tmp_path):
+    """rule all through profiles/slurm: every job of a whole run is a SLURM job that completed,
+    and every table equals the local run's."""
+    cluster = slurm_with_accounting
     remote = make_full_run_project(tmp_path / "slurm")
-    profile = _slurm_profile(tmp_path / "profile", account=None)
-    sample = pd.read_csv(remote / "config" / "samples.tsv", sep="\t")["sample"].iloc[0]
-    target = f"results/qc/{sample}/thresholds.json"
-    args = [*_slurm_args(profile, min(LOCAL_CORES, cluster.cpus)), target]
-    log = _run_snakemake(args, remote, _env(cluster), "snakemake_slurm.log")
-    n_jobs = sum(_job_stats(log).values())
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
-    assert n_jobs >= 2 and len(submitted) == n_jobs, f"{n_jobs} jobs but SLURM job ids {submitted}"
-    assert (remote / target).read_text() == (request.getfixturevalue("full_run") / target).read_text()
-
-
-@pytest.mark.slow  # end-to-end runs; it may also be the one to make full_run
-def test_whole_workflow_on_slurm_equals_local_run(full_run, slurm_with_accounting, tmp_path):
-    """rule all through profiles/slurm: every rule runs, every job is a SLURM job, every table
-    equals the local run's."""
-    cluster, local = slurm_with_accounting, full_run
-    remote, redo = one_sample_to_redo(local, tmp_path / "slurm")
-    # the rules of a whole run, from a dry run of every job
-    whole = run_workflow(remote, "-n", "--forceall")
-    whole_run_rules = set(_job_stats(whole.stdout + whole.stderr))
+    # the jobs of a whole run, from a dry run
+    whole = run_workflow(remote, "-n")
+    whole_run_jobs = _job_stats(whole.stdout + whole.stderr)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
 
     profile = _slurm_profile(tmp_path / "profile", account=ACCOUNT)
@@ -230,21 +213,37 @@ def test_whole_workflow_on_slurm_equals_local_run(full_run, slurm_with_accountin
     # one workflow run: the plugin names every job after the run's UUID
     assert len({r["JobName"] for r in records}) == 1
 
-    # every rule of a whole run of this project ran here (so as a SLURM job), one sample's jobs
-    # for the per-sample rules
-    assert set(expected) == {rule for rule in whole_run_rules if rule in job_rules}, (
+    # every job of a whole run of this project ran here, so as a SLURM job
+    assert expected == {rule: n for rule, n in whole_run_jobs.items() if rule in job_rules}, (
         expected,
-        whole_run_rules,
+        whole_run_jobs,
     )
-    assert all(n == 1 for n in expected.values()), expected
-    assert (remote / "results" / "qc" / redo / "report.html").is_file()  # the redone sample's page
+    samples = pd.read_csv(remote / "config" / "samples.tsv", sep="\t", dtype=str)["sample"]
+    assert expected["qc_sample"] == len(samples) > 1 and expected["cohort_cluster"] == 1, expected
     # tables, and the Leiden, cell-type and doublet columns of integrated.h5ad, equal full_run's
-    # (the same project run locally with --cores 2)
-    tables = assert_same_run(local, remote)
+    # (the same project run locally with --cores 2); by now the local run is (being) made
+    tables = assert_same_run(request.getfixturevalue("full_run"), remote)
     assert any(str(t).startswith("qc/") for t in tables)
     print(
         f"\nSLURM jobs per rule: {completed}\ncompared {len(tables)} result tables: {list(map(str, tables))}"
     )
+
+
+@pytest.mark.slow
+def test_slurm_profile_works_without_accounting(slurm_without_accounting, request, tmp_path):
+    """Without slurmdbd, sacct fails; the profile's squeue status command still finishes the run."""
+    cluster = slurm_without_accounting
+    assert cluster.run("sacct", check=False).returncode != 0  # really no accounting here
+    remote = make_full_run_project(tmp_path / "slurm")
+    profile = _slurm_profile(tmp_path / "profile", account=None)
+    sample = pd.read_csv(remote / "config" / "samples.tsv", sep="\t")["sample"].iloc[0]
+    target = f"results/qc/{sample}/thresholds.json"
+    args = [*_slurm_args(profile, min(LOCAL_CORES, cluster.cpus)), target]
+    log = _run_snakemake(args, remote, _env(cluster), "snakemake_slurm.log")
+    n_jobs = sum(_job_stats(log).values())
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+    assert n_jobs >= 2 and len(submitted) == n_jobs, f"{n_jobs} jobs but SLURM job ids {submitted}"
+    assert (remote / target).read_text() == (request.getfixturevalue("full_run") / target).read_text()
 
 
 def test_missing_slurm_is_reported_not_installed_when_installing_is_off(monkeypatch, tmp_path):
