@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 # One BLAS/OpenMP/numba thread per test process, set before numpy is imported: `make test` runs
-# four pytest-xdist workers on two cores beside the workflow runs, and with a thread per core
+# three pytest-xdist workers on two cores beside the workflow runs, and with a thread per core
 # each idle OpenBLAS or numba worker thread spins while it waits. The workflow's jobs set their
 # own (the rule's `threads`, runtime.configure_environment); this only reaches the tests' own
 # computations. sccohort.runtime imports nothing but the standard library.
@@ -60,7 +60,7 @@ def pilot_run(tmp_path_factory, worker_id) -> Path:
     return shared_run("pilot_run", lambda p: run_pilot(make_pilot_project(p)), tmp_path_factory, worker_id)
 
 
-# Modules run first under pytest-xdist (`make test`: -n 4 --dist loadfile, scopes in this order).
+# Modules run first under pytest-xdist (`make test`: -n 3 --dist loadfile, scopes in this order).
 # The SLURM runs spend most of their time waiting for the scheduler, and the kill/resume run is
 # single-core (it makes full_run first), so the other workers fill the cores meanwhile with the
 # modules that make their own workflow runs; the many tests that read full_run come after, when
