@@ -248,8 +248,11 @@ def package_versions(names=None) -> dict[str, str]:
 def run_rule(main, smk) -> None:
     """Run a rule script's `main(smk, log)` with caches, thread caps and logging set up.
 
-    Errors are written to the rule's log (an InputError as its message alone, anything else
-    with its traceback) and re-raised, so Snakemake marks the job failed and removes its outputs.
+    Errors are written to the rule's log and the job fails (Snakemake then removes its outputs):
+    an InputError (bad input or config: the user's to fix) as its message alone (the logger also
+    writes to stderr), with exit status 1 and no traceback, since the message names the file and
+    what to do;
+    anything else (a bug) with its traceback, re-raised.
     """
     configure_environment(smk.threads)
     log = get_logger(smk.log[0] if smk.log else None)
@@ -258,8 +261,8 @@ def run_rule(main, smk) -> None:
     except Exception as error:
         from .errors import InputError
 
-        if isinstance(error, InputError):
-            log.error("%s", error)
-        else:
+        if not isinstance(error, InputError):
             log.exception("rule %s failed", getattr(smk, "rule", "?"))
-        raise
+            raise
+        log.error("%s", error)
+        raise SystemExit(1) from None

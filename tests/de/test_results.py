@@ -104,9 +104,11 @@ def test_input_error_of_de_contrast_is_the_plain_message_in_its_log(tmp_path):
         output={"items": [str(tmp_path / "b_vs_a")]},
         params={"named": {"contrast": contrast, "de": {"design": "~ condition"}}},
     )
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert "lacks pseudobulk sample(s) s2__T listed in" in log
     assert "Traceback" not in log and "ERROR" in log
+    # what the user sees on the terminal: the message, no traceback
+    assert "lacks pseudobulk sample(s) s2__T" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "b_vs_a").exists()
 
 
