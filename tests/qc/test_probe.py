@@ -125,3 +125,62 @@ def test_unreadable_input_says_permission_denied(tmp_path):
     for path in (folder, h5):
         with pytest.raises(InputError, match="cannot be read: permission denied"):
             inspect_input(path)
+
+
+def _mtx_copy(tmp_path: Path, edit_matrix=None, edit_barcodes=None) -> Path:
+    """A copy of the v3 mtx folder with its matrix lines and/or barcode lines edited."""
+    import gzip
+
+    folder = tmp_path / "mtx"
+    shutil.copytree(V3_MTX, folder)
+    for name, edit in (("matrix.mtx.gz", edit_matrix), ("barcodes.tsv.gz", edit_barcodes)):
+        if edit is not None:
+            lines = gzip.decompress((folder / name).read_bytes()).decode().splitlines()
+            (folder / name).write_bytes(gzip.compress(("\n".join(edit(lines)) + "\n").encode()))
+    return folder
+
+
+def _as_pattern(lines: list[str]) -> list[str]:
+    """The same matrix declared 'pattern': entries without values (every count would read as 1)."""
+    body = [" ".join(line.split()[:2]) if not line.startswith("%") else line for line in lines[2:]]
+    return ["%%MatrixMarket matrix coordinate pattern general", lines[1], *body]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda lines: _as_pattern(lines), "'pattern' matrix stores where counts are"),
+        (lambda lines: ["%%MatrixMarket matrix array integer general", *lines[1:]], "'array' matrix is dense"),
+        (lambda lines: ["%%MatrixMarket matrix coordinate integer symmetric", *lines[1:]], "general"),
+        (lambda lines: [*lines[:3], "99999 1 5", *lines[4:]], r"entry 1 \('99999 1 5'\) lies outside"),
+    ],
+    ids=["pattern", "array", "symmetric", "entry-out-of-bounds"],
+)
+def test_matrix_market_header_and_entries_checked_at_dag_time(tmp_path, edit, message):
+    """A count matrix must be 'coordinate integer general' with entries inside its dimensions; a
+    pattern matrix is also refused by the full reader, which would read every count as 1."""
+    folder = _mtx_copy(tmp_path, edit_matrix=edit)
+    with pytest.raises(InputError, match=message):
+        inspect_input(folder)
+    if "pattern" in message:
+        with pytest.raises(InputError, match=message):
+            read_sample(folder)
+
+
+@pytest.mark.parametrize(
+    ("edit", "raw", "message"),
+    [
+        (lambda lines: lines[:-10], None, "1107 cells but .* barcodes.tsv.gz 1097 barcodes"),
+        (lambda lines: [*lines, "AAAAAAAAAAAAAAAA-1"], None, "barcodes.tsv.gz 1108 barcodes; the files do not"),
+        (None, b"", "barcodes.tsv.gz 0 barcodes"),
+        (None, b"AAACCTGAGCATCATC-1\n", "barcodes.tsv.gz could not be read"),
+    ],
+    ids=["ten-short", "one-extra", "empty-file", "not-gzipped"],
+)
+def test_barcodes_file_checked_at_dag_time(tmp_path, edit, raw, message):
+    """The barcodes must be one per matrix column, in a readable file, before any job runs."""
+    folder = _mtx_copy(tmp_path, edit_barcodes=edit)
+    if raw is not None:
+        (folder / "barcodes.tsv.gz").write_bytes(raw)
+    with pytest.raises(InputError, match=message):
+        inspect_input(folder)

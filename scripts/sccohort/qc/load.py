@@ -132,6 +132,56 @@ def find_mtx_files(folder: Path) -> tuple[Path, Path, Path]:
     return matrix_file, barcodes_file, features_file
 
 
+# The Matrix Market header of a count matrix, as Cell Ranger writes it: sparse coordinates with a
+# value per entry, genes x cells ("real" is accepted: the values are then checked to be integers).
+MTX_FIELDS = ("integer", "real", "double")
+
+
+def check_mtx_banner(banner: str, matrix_file: Path) -> None:
+    """InputError unless `banner` (the file's first line) declares a count matrix:
+    %%MatrixMarket matrix coordinate integer|real general."""
+    tokens = banner.strip().lower().split()
+    if not tokens or tokens[0] != "%%matrixmarket":
+        raise InputError(f"{matrix_file} is not a Matrix Market file (its first line is {banner[:60]!r}).")
+    if tokens[1:3] == ["matrix", "coordinate"] and len(tokens) == 5 and tokens[3] in MTX_FIELDS:
+        if tokens[4] == "general":
+            return
+    why = {
+        "pattern": "a 'pattern' matrix stores where counts are, not the counts (every count would read as 1)",
+        "array": "an 'array' matrix is dense, not the sparse coordinates of a count matrix",
+        "complex": "a 'complex' matrix holds no counts",
+    }
+    reason = next(
+        (text for word, text in why.items() if word in tokens),
+        "it is not a general (genes x cells) coordinate matrix of integer counts",
+    )
+    raise InputError(
+        f"{matrix_file}: its Matrix Market header is {banner.strip()[:80]!r}, but a count matrix must be "
+        f"'%%MatrixMarket matrix coordinate integer general' as Cell Ranger writes it: {reason}. Export the "
+        "raw counts again (Cell Ranger's filtered_feature_bc_matrix, or scipy.io.mmwrite of the integer counts)."
+    )
+
+
+def read_mtx_counts(matrix_file: Path):
+    """The counts of a Matrix Market file (gzipped or not) as cells x genes CSR, after check_mtx_banner."""
+    import gzip
+
+    opener = gzip.open if matrix_file.name.endswith(".gz") else open
+    with opener(matrix_file, "rt") as handle:
+        check_mtx_banner(handle.readline(), matrix_file)
+    # scipy reads .mtx and .mtx.gz by name; mtx files are genes x cells.
+    return sp.csr_matrix(scipy.io.mmread(str(matrix_file)).T, dtype=np.float32)
+
+
+def count_lines(path: Path) -> int:
+    """Non-blank lines of a text file, gzipped or not (what read_text_table reads as rows)."""
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def read_text_table(path: Path) -> pd.DataFrame:
     """A headerless TSV of a 10x folder (barcodes, features) as text: a gene named NA stays "NA"."""
     return pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
@@ -181,10 +231,7 @@ def read_10x_mtx_dir(folder: Path) -> ad.AnnData:
     import anndata as ad
 
     matrix_file, barcodes_file, features_file = find_mtx_files(folder)
-    # scipy reads .mtx and .mtx.gz by name; mtx files are genes x cells.
-    matrix = read_part(
-        folder, matrix_file, lambda f: sp.csr_matrix(scipy.io.mmread(str(f)).T, dtype=np.float32)
-    )
+    matrix = read_part(folder, matrix_file, read_mtx_counts)
     barcodes = read_part(folder, barcodes_file, read_text_table).iloc[:, 0].to_numpy()
     features = read_part(folder, features_file, read_text_table)
     gene_ids = features.iloc[:, 0].to_numpy()

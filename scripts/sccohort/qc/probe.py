@@ -18,6 +18,8 @@ from ..errors import READ_ERRORS, InputError
 from ..names import GENE_EXPRESSION
 from .load import (
     check_count_values,
+    check_mtx_banner,
+    count_lines,
     detect_format,
     find_mtx_files,
     read_part,
@@ -142,14 +144,18 @@ def _gene_expression(ids, symbols, types) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _inspect_mtx(folder: Path) -> InputSummary:
-    matrix_file, _, features_file = find_mtx_files(folder)
+    matrix_file, barcodes_file, features_file = find_mtx_files(folder)
     n_genes, n_cells, values = read_part(folder, matrix_file, _matrix_head)
     check_count_values(np.array(values), folder, f" (first {len(values):,} values checked)")
     features = read_part(folder, features_file, read_text_table)
-    if len(features) != n_genes:
+    # the barcodes are one short line per cell: counted in full (a fraction of a second even for
+    # an unfiltered matrix), so a truncated, empty or mismatched barcodes file fails `snakemake -n`
+    n_barcodes = read_part(folder, barcodes_file, count_lines)
+    if len(features) != n_genes or n_barcodes != n_cells:
         raise InputError(
-            f"10x mtx directory {folder}: the matrix has {n_genes} genes but {features_file.name} lists "
-            f"{len(features)}; the files do not belong together."
+            f"10x mtx directory {folder}: the matrix is {n_genes} genes x {n_cells} cells but "
+            f"{features_file.name} lists {len(features)} genes and {barcodes_file.name} {n_barcodes} barcodes; "
+            "the files do not belong together."
         )
     ids = features.iloc[:, 0]
     symbols = features.iloc[:, 1] if features.shape[1] > 1 else ids
@@ -159,25 +165,29 @@ def _inspect_mtx(folder: Path) -> InputSummary:
 
 
 def _matrix_head(matrix_file: Path) -> tuple[int, int, list[float]]:
-    """(genes, cells, the first HEAD_VALUES values) of a Matrix Market file, gzipped or not."""
+    """(genes, cells, the first HEAD_VALUES values) of a Matrix Market file, gzipped or not; its
+    header must declare a count matrix and the first entries must lie inside its dimensions."""
     import gzip
 
     opener = gzip.open if matrix_file.name.endswith(".gz") else open
     values = []
     with opener(matrix_file, "rt") as handle:
-        banner = handle.readline()
-        if not banner.startswith("%%MatrixMarket"):
-            raise InputError(
-                f"{matrix_file} is not a Matrix Market file (its first line is {banner[:60]!r})."
-            )
+        check_mtx_banner(handle.readline(), matrix_file)
         line = handle.readline()
         while line.startswith("%"):
             line = handle.readline()
         n_genes, n_cells, _ = (int(v) for v in line.split())
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             fields = line.split()
-            if len(fields) >= 3:
-                values.append(float(fields[2]))
+            if len(fields) < 3:
+                continue
+            gene, cell = int(fields[0]), int(fields[1])
+            if not (1 <= gene <= n_genes and 1 <= cell <= n_cells):
+                raise InputError(
+                    f"{matrix_file}: entry {number} ({line.strip()[:60]!r}) lies outside the matrix's "
+                    f"{n_genes} genes x {n_cells} cells; the file is damaged. Export it again."
+                )
+            values.append(float(fields[2]))
             if len(values) >= HEAD_VALUES:
                 break
     return n_genes, n_cells, values
