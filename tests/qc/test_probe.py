@@ -150,7 +150,10 @@ def _as_pattern(lines: list[str]) -> list[str]:
     ("edit", "message"),
     [
         (lambda lines: _as_pattern(lines), "'pattern' matrix stores where counts are"),
-        (lambda lines: ["%%MatrixMarket matrix array integer general", *lines[1:]], "'array' matrix is dense"),
+        (
+            lambda lines: ["%%MatrixMarket matrix array integer general", *lines[1:]],
+            "'array' matrix is dense",
+        ),
         (lambda lines: ["%%MatrixMarket matrix coordinate integer symmetric", *lines[1:]], "general"),
         (lambda lines: [*lines[:3], "99999 1 5", *lines[4:]], r"entry 1 \('99999 1 5'\) lies outside"),
     ],
@@ -171,7 +174,11 @@ def test_matrix_market_header_and_entries_checked_at_dag_time(tmp_path, edit, me
     ("edit", "raw", "message"),
     [
         (lambda lines: lines[:-10], None, "1107 cells but .* barcodes.tsv.gz 1097 barcodes"),
-        (lambda lines: [*lines, "AAAAAAAAAAAAAAAA-1"], None, "barcodes.tsv.gz 1108 barcodes; the files do not"),
+        (
+            lambda lines: [*lines, "AAAAAAAAAAAAAAAA-1"],
+            None,
+            "barcodes.tsv.gz 1108 barcodes; the files do not",
+        ),
         (None, b"", "barcodes.tsv.gz 0 barcodes"),
         (None, b"AAACCTGAGCATCATC-1\n", "barcodes.tsv.gz could not be read"),
     ],
