@@ -252,8 +252,30 @@ def check_inputs(samples: pd.DataFrame, config: dict, found: dict | None = None)
     if found is not None:
         found["inputs"] = summaries
         found["n_common_genes"] = int((n_samples_with == len(sample_codes)).sum())
-    check_mt_prefix_matches((config.get("qc") or {}).get("mt_prefix", "auto"), symbols)
+    qc = config.get("qc") or {}
+    check_mt_prefix_matches(qc.get("mt_prefix", "auto"), symbols)
+    check_enough_cells(
+        {sample: summary.n_cells for sample, summary in summaries.items()},
+        min_cells=int(qc.get("min_cells_after_qc", 20)),
+        policy=str(qc.get("failed_sample_policy", "fail")),
+    )
     return symbols
+
+
+def check_enough_cells(n_cells: Mapping[str, int], *, min_cells: int, policy: str) -> None:
+    """InputError naming the samples whose input holds fewer barcodes than qc.min_cells_after_qc:
+    no threshold can let them pass, so under failed_sample_policy fail the run would stop at their
+    QC; under drop they are left out of the cohort at run time, as planned."""
+    short = {sample: n for sample, n in n_cells.items() if n < min_cells}
+    if not short or policy != "fail":
+        return
+    listed = ", ".join(f"{sample!r} ({n} cells)" for sample, n in short.items())
+    raise InputError(
+        f"Input of sample(s) {listed} holds fewer cells than qc.min_cells_after_qc ({min_cells}), so it cannot "
+        "pass QC whatever the thresholds. Check that the sample sheet points at the filtered matrix of that "
+        "sample; otherwise remove the sample, lower qc.min_cells_after_qc, or set qc.failed_sample_policy: "
+        "drop to leave it out of the cohort."
+    )
 
 
 def dag_summary(

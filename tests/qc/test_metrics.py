@@ -184,6 +184,20 @@ def test_failed_sample_policy():
         sample="S1",
     )
     assert status["dropped"] and kept.n_obs == 0 and len(table) == adata.n_obs
+    # every cell failed a threshold: the message says to loosen them; an input with fewer cells
+    # than the minimum has nothing to loosen, and the message says to check the input instead
+    for cells, advice in (
+        (slice(None), "Loosen its thresholds"),
+        (slice(5), "Its input holds too few cells"),
+    ):
+        with pytest.raises(InputError, match=advice):
+            fate.finalise_sample(
+                adata[cells].copy(),
+                doublet_action="remove",
+                min_cells_after_qc=20,
+                failed_sample_policy="fail",
+                sample="S1",
+            )
 
 
 def test_doublet_action_remove_versus_flag():

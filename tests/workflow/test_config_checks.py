@@ -164,3 +164,13 @@ def test_results_folder_apart_from_the_inputs(tmp_path):
             config_checks.check_config(config_with(results=str(results)), samples)
     for results in (tmp_path / "results", tmp_path / "data"):  # beside the inputs, or holding some
         config_checks.check_config(config_with(results=str(results)), samples)
+
+
+def test_sample_with_fewer_cells_than_can_pass_is_refused_before_any_job():
+    """An input with fewer barcodes than qc.min_cells_after_qc cannot pass QC: refused by name
+    under failed_sample_policy fail; under drop it is left to be dropped at run time."""
+    n_cells = {"s1": 300, "s2": 5}
+    with pytest.raises(InputError, match=r"'s2' \(5 cells\).*min_cells_after_qc \(20\)"):
+        config_checks.check_enough_cells(n_cells, min_cells=20, policy="fail")
+    config_checks.check_enough_cells(n_cells, min_cells=20, policy="drop")
+    config_checks.check_enough_cells(n_cells, min_cells=5, policy="fail")

@@ -94,10 +94,14 @@ def _too_few_cells(status: dict, min_cells_after_qc: int, failed_sample_policy: 
         f"{status['removed_by_reason'] or 'none'}."
     )
     if failed_sample_policy == "fail":
-        raise InputError(
-            f"{message} Loosen its thresholds with per-sample override columns in the sample sheet "
-            "(min_genes, max_pct_mt, n_mads ...), remove the sample, or set qc.failed_sample_policy: drop."
-        )
+        if status["n_cells_input"] < min_cells_after_qc:  # no threshold to loosen
+            advice = "Its input holds too few cells: check the sample sheet's path, remove the sample"
+        else:
+            advice = (
+                "Loosen its thresholds with per-sample override columns in the sample sheet "
+                "(min_genes, max_pct_mt, n_mads ...), remove the sample"
+            )
+        raise InputError(f"{message} {advice}, or set qc.failed_sample_policy: drop.")
     status["dropped"] = True
     status["warning"] = f"{message} The sample is dropped from the cohort (qc.failed_sample_policy: drop)."
 
