@@ -39,14 +39,28 @@ RESULTS_WRITTEN = ("qc", "cohort", "annotation", "de", "multiqc", "report.html")
 
 
 def check_config(config: dict, samples: pd.DataFrame) -> None:
-    """Raise InputError for config values that cannot work or contradict each other or the sheet."""
-    check_results_folder(config.get("results", "results"), samples)
+    """Raise InputError for config values that cannot work or contradict each other or the sheet.
+
+    Also writes config["results"] in normal form (results_folder): "results/" or "./results" would
+    put a double slash into every output path, so that `snakemake results/qc/...` matched no rule.
+    """
+    config["results"] = results_folder(config.get("results", "results"))
+    check_results_folder(config["results"], samples)
     check_qc_options(config.get("qc") or {})
     check_cohort_options(config.get("cohort") or {}, samples)
     de = config.get("de") or {}
     if de.get("contrasts"):  # the DE stage runs
         check_design_values(de, samples, sheet_path=config.get("samples", "the sample sheet"))
         check_de_group_by(config, samples)
+
+
+def results_folder(results) -> str:
+    """`results` without trailing slashes, "./" or doubled slashes (a blank value stays as it is, to
+    be refused by check_results_folder)."""
+    import posixpath
+
+    text = str(results)
+    return posixpath.normpath(text) if text.strip() else text
 
 
 def check_results_folder(results: str, samples: pd.DataFrame | None = None) -> None:
@@ -68,6 +82,11 @@ def check_results_folder(results: str, samples: pd.DataFrame | None = None) -> N
             "output path; choose a folder name without braces."
         )
     folder = Path(text).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(
+            f"config: results {text!r} is an existing file, not a folder; set results to a folder for the "
+            "outputs (it is created when missing), e.g. results: results."
+        )
     for sample, row in samples.iterrows() if samples is not None else ():
         source = Path(str(row["path"])).expanduser().resolve()
         inside = source == folder or source in folder.parents

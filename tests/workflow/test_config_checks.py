@@ -61,6 +61,17 @@ def test_results_folder_that_cannot_hold_outputs_is_refused(results, message):
         config_checks.check_config(config_with(results=results), sheet())
 
 
+def test_results_folder_is_an_existing_folder_or_none_and_in_normal_form(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "samples.tsv").write_text("sample\n")
+    with pytest.raises(InputError, match="results 'samples.tsv' is an existing file, not a folder"):
+        config_checks.check_config(config_with(results="samples.tsv"), sheet())
+    for written, normal in (("results/", "results"), ("./out//run1/", "out/run1"), ("results", "results")):
+        config = config_with(results=written)
+        config_checks.check_config(config, sheet())
+        assert config["results"] == normal, written
+
+
 @pytest.mark.parametrize(
     ("qc", "message"),
     [
