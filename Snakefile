@@ -5,6 +5,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# the config files must read as written (syntax, repeated options) before configfile: reads them
+include: "workflow/rules/config_files.smk"
+
+
 configfile: "config/config.yaml"
 
 

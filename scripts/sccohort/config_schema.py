@@ -121,3 +121,50 @@ def _show(value) -> str:
         return "null (empty)"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_config_file(path: str | Path) -> None:
+    """InputError for a config file that does not read as written: a YAML syntax error (file, line,
+    column and what is wrong), a file that is not a mapping of options, or a key given twice in
+    one section (YAML's loaders silently keep the last one, so one of two settings is ignored).
+    Run before Snakemake reads the file, whose own message names neither file nor line."""
+    import yaml
+
+    path = Path(path)
+
+    class ConfigLoader(yaml.SafeLoader):
+        """SafeLoader that refuses repeated keys."""
+
+    def mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" merges, it repeats nothing
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise InputError(
+                    f"{path}, line {line}: the option {key!r} is given twice in one section (also on line "
+                    f"{seen[key]}); YAML would silently keep only the second. Delete one of them."
+                )
+            seen[key] = line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)  # noqa: S506 (safe loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise InputError(
+            f"{path}{where}: not valid YAML ({problem}). Fix that line: options are 'key: value' lines, "
+            "sections indented with spaces (not tabs), text with ':' or '#' in quotes."
+        ) from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path} is not UTF-8 text ({error.reason}); save it as UTF-8.") from None
+    if content is not None and not isinstance(content, dict):
+        raise InputError(
+            f"{path} holds a {type(content).__name__}, not a mapping of options ('key: value' lines at the "
+            "top level, as in the shipped config/config.yaml); remove any leading '- '."
+        )

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from helpers import REPO
-from sccohort import config_checks
+from sccohort import config_checks, config_schema
 from sccohort.errors import InputError
 
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -185,3 +185,27 @@ def test_sample_with_fewer_cells_than_can_pass_is_refused_before_any_job():
         config_checks.check_enough_cells(n_cells, min_cells=20, policy="fail")
     config_checks.check_enough_cells(n_cells, min_cells=20, policy="drop")
     config_checks.check_enough_cells(n_cells, min_cells=5, policy="fail")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seed: 0\nqc:\n  min_genes: 3\n  min_genes: 4\n", "line 4: the option 'min_genes' is given twice"),
+        ("seed: [0\nresults: r\n", r"line 2, column 8: not valid YAML \(expected ','"),
+        ("- samples: x\n- results: r\n", "holds a list, not a mapping of options"),
+        ("qc:\n\tmin_genes: 3\n", "line 2, column 1: not valid YAML"),
+    ],
+    ids=["repeated-option", "syntax", "list", "tab"],
+)
+def test_config_file_must_read_as_written(tmp_path, text, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        config_schema.check_config_file(path)
+
+
+def test_config_files_that_read_as_written_pass(tmp_path):
+    config_schema.check_config_file(REPO / "config" / "config.yaml")
+    merged = tmp_path / "merge.yaml"  # a YAML merge key repeats nothing
+    merged.write_text("base: &b {k: 1}\nother:\n  <<: *b\n  j: 2\n")
+    config_schema.check_config_file(merged)

@@ -186,6 +186,29 @@ def test_dag_time_errors_name_the_fault(tiny_project):
     assert not (tiny_project / "results").exists()
 
 
+def test_config_file_that_does_not_read_as_written_is_named_with_its_line(tiny_project):
+    """Checked before Snakemake's configfile: reads it (whose own message names no file or line):
+    a repeated option, which YAML resolves silently by keeping the last, and a syntax error."""
+    config_path = tiny_project / "config" / "config.yaml"
+    text = config_path.read_text()
+    assert text.startswith("samples:") and "\nseed: 0\n" in text
+    try:
+        config_path.write_text(text.replace("\nseed: 0\n", "\nseed: 0\nseed: 7\n"))
+        result = run_workflow(tiny_project, "-n", check=False)
+        line = text[: text.index("\nseed: 0\n")].count("\n") + 3
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert f"config/config.yaml, line {line}: the option 'seed' is given twice" in output, output[-2000:]
+        config_path.write_text(text.replace("\nseed: 0\n", "\nseed: [0\n"))
+        result = run_workflow(tiny_project, "-n", check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and "config/config.yaml, line" in output
+        assert "not valid YAML" in output, output[-2000:]
+    finally:
+        config_path.write_text(text)
+    assert not (tiny_project / "results").exists()
+
+
 def test_dry_run_says_what_it_checked(tiny_project):
     """A successful `snakemake -n` lists what the DAG-time checks looked at."""
     result = dry_run(tiny_project)
