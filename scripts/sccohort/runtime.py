@@ -228,11 +228,13 @@ def package_versions(names=None) -> dict[str, str]:
         "scrublet",
         "harmonypy",
         "illico",
+        "edgepython",
         "pydeseq2",
         "leidenalg",
         "igraph",
         "umap-learn",
         "scikit-misc",
+        "scib-metrics",
         "matplotlib",
         "snakemake",
     )

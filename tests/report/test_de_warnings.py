@@ -61,6 +61,8 @@ def test_group_warnings_name_contrast_group_and_what_to_do():
     assert messages[0].startswith(
         "DE stim_vs_ctrl / B: 4 pseudobulk samples for design ~ condition leave 2 residual"
     )
+    # the caveat holds for every test: it names none (the default is limma-voom, not PyDESeq2)
+    assert "whatever the test" in messages[0] and "PyDESeq2" not in messages[0]
     assert "PPBP up among the calls" in messages[1] and "SoupX" in messages[1]
     quiet = de_warnings.group_warnings(
         contrast="stim_vs_ctrl",

@@ -38,7 +38,8 @@ COLUMN_NOTES = {
     "median_counts / median_genes / median_pct_mt": "medians over all input barcodes",
     "<metric> lower / upper": "threshold applied; in brackets the config or sheet option that set it "
     "(adaptive = median +/- MADs) and, for a fixed floor or cap, the sample's median",
-    "doublet_threshold": "Scrublet score above which a cell is called a doublet",
+    "doublet_threshold": "doublet score above which a cell is called a doublet (the consensus score with "
+    "doublets.method consensus, Scrublet's score with scrublet; see each sample's thresholds.json)",
 }
 
 

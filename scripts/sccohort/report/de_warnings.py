@@ -1,8 +1,9 @@
 """Caveats of one tested DE group, shown beside it (and in the run summary's warnings).
 
 - Few residual degrees of freedom: pseudobulk samples minus the design's coefficients. Below 3,
-  PyDESeq2 warns that its dispersion prior is poorly estimated (it says so only in the job's log);
-  2 vs 2 samples with ``~ condition`` leaves 2.
+  each gene's variance (voom's, edgeR's or DESeq2's dispersion) rests on one or two samples'
+  worth of information, whatever the test (PyDESeq2 says so only in the job's log); 2 vs 2
+  samples with ``~ condition`` leaves 2.
 - Genes of ambient RNA or of cells stuck to the tested ones among the calls: platelet genes
   (PF4, PPBP, ...) "up" in B or T cells, haemoglobin genes, or the S100A8/S100A9 alarmins of
   monocytes and neutrophils; they usually mean contamination that differs between samples, not
@@ -78,8 +79,8 @@ def group_warnings(
         if df is not None and df < MIN_RESIDUAL_DF:
             messages.append(
                 f"DE {contrast} / {group}: {len(used)} pseudobulk samples for design {design} leave {df} residual "
-                f"degrees of freedom (fewer than {MIN_RESIDUAL_DF}): PyDESeq2's dispersion estimates are "
-                "unreliable; read the calls as exploratory and add samples where you can."
+                f"degrees of freedom (fewer than {MIN_RESIDUAL_DF}): each gene's variance is estimated from almost "
+                "no replication, whatever the test; read the calls as exploratory and add samples where you can."
             )
     for source, hits in contamination_calls(table, group, alpha).items():
         messages.append(

@@ -26,7 +26,8 @@ QC_METRICS = (
     ("total_counts", "total counts", True),
     ("n_genes_by_counts", "genes detected", True),
     ("pct_counts_mt", "% mitochondrial", False),
-    ("doublet_score", "Scrublet doublet score", False),
+    # doublets.method consensus (default): the consensus rank; scrublet: Scrublet's own score
+    ("doublet_score", "doublet score", False),
 )
 # The QC categories of a barcode, in drawing order: failed barcodes behind the kept cells,
 # doublets on top.
@@ -129,7 +130,8 @@ def plot_qc_metrics(
 
 
 def _limits(info: dict, metric: str) -> dict:
-    """{"lower"/"upper": threshold} of one sample's metric (the doublet row: Scrublet's threshold)."""
+    """{"lower"/"upper": threshold} of one sample's metric (the doublet row: the score above which
+    cells were called doublets)."""
     if metric == "doublet_score":
         return {"upper": info.get("doublets", {}).get("threshold")}
     qc = info.get("qc", {})
