@@ -51,3 +51,21 @@ def test_cell_types_per_cell_and_per_cluster(tmp_path):
         build_report(inputs, config, sheet=sheet, report_path=tmp_path / "results" / "report.html")
     )
     assert "cluster-composition" not in without.tables
+
+
+def test_overview_lists_every_cell_label_with_its_cells(tmp_path):
+    """The run overview names the labels of the cells (composition.tsv), also one that is no
+    cluster's majority label, with their cell counts."""
+    from sccohort.report.data import load
+    from sccohort.report.section_summary import cell_type_counts
+
+    inputs, config, sheet = write_synthetic(tmp_path, with_de=False)
+    composition = pd.read_csv(inputs.composition, sep="\t")
+    minority = composition.iloc[[0]].assign(cell_type="pDC", n_cells=6)
+    pd.concat([composition, minority]).to_csv(inputs.composition, sep="\t", index=False)
+    data = load(inputs)
+    assert "pDC" not in set(data.clusters["label"].astype(str))
+    shown = cell_type_counts(data)
+    assert "pDC 6" in shown
+    for label, n in composition.groupby("cell_type")["n_cells"].sum().items():
+        assert f"{label} {int(n):,}" in shown

@@ -314,6 +314,7 @@ def test_browser_hostile_names_are_shown_not_run(synthetic, chromium):
 
 @needs_chromium
 @pytest.mark.browser
+@pytest.mark.slow  # full_run: make test-fast (-m "not slow") must not build it
 def test_browser_opens_the_workflow_report(full_report, chromium, tmp_path):
     project, _ = full_report
     page = project / "results" / "report.html"

@@ -48,10 +48,21 @@ def overview(
         ("after doublet removal", int(total["after doublet removal"])),
         ("in the final object", int(total["in final object"])),
         ("clusters", data.umap[data.cluster_key].nunique() if data.cluster_key in data.umap else "-"),
-        ("cell types", ", ".join(natural_order(data.clusters["label"])) if "label" in data.clusters else "-"),
+        ("cell types (cells)", cell_type_counts(data)),
         ("results folder", config.get("results", "results")),
     ]
     return [(label, _shown(value)) for label, value in pairs]
+
+
+def cell_type_counts(data: ReportData) -> str:
+    """Every cell label with its cells ("B 751, CD4_T 1,203, ..."), from composition.tsv (the
+    labels of the cells, not only those that win a cluster's majority); the cluster labels when
+    the table has no counts."""
+    table = data.composition
+    if {"cell_type", "n_cells"} <= set(table.columns):
+        totals = table.groupby(table["cell_type"].astype(str))["n_cells"].sum()
+        return ", ".join(f"{label} {int(totals[label]):,}" for label in natural_order(totals.index))
+    return ", ".join(natural_order(data.clusters["label"])) if "label" in data.clusters else "-"
 
 
 def export_links(config: Mapping, report_dir: Path) -> list[dict[str, str]]:
