@@ -20,16 +20,16 @@ def test_de_section_names_the_test_and_shows_the_composition_test(tmp_path):
     folder.mkdir(parents=True)
     pd.DataFrame(
         {
-            "group": ["B", "T"],
-            "share_all": [0.3, 0.7],
-            "share_reference": [0.2, 0.8],
-            "share_test": [0.4, 0.6],
-            "share_ratio": [2.0, 0.75],
-            "log2_share_ratio": [1.0, -0.415],
-            "stat": [6.0, -2.0],
-            "pvalue": [0.001, 0.2],
-            "padj": [0.002, 0.2],
-            "called": [True, False],
+            "group": ["B", "T", "pDC"],
+            "share_all": [0.3, 0.69, 0.01],
+            "share_reference": [0.2, 0.79, 0.01],
+            "share_test": [0.4, 0.6, 0.0],
+            "share_ratio": [2.0, 0.75, 0.0],
+            "log2_share_ratio": [1.0, -0.415, float("-inf")],
+            "stat": [6.0, -2.0, -1.0],
+            "pvalue": [0.001, 0.2, 0.3],
+            "padj": [0.002, 0.2, 0.3],
+            "called": [True, False, False],
         }
     ).to_csv(folder / "stim_vs_ctrl.tsv", sep="\t", index=False)
     write_png(folder / "stim_vs_ctrl.png", "composition")
@@ -38,6 +38,8 @@ def test_de_section_names_the_test_and_shows_the_composition_test(tmp_path):
     assert "Test: limma-voom" in text
     assert "2 group(s) tested, 1 skipped" in text
     assert "changed shares at adjusted p-value &lt; 0.05: B" in text
+    # a type absent from the test samples: said in words, not "-inf"
+    assert "absent in test" in text and "-inf" not in text
     encoded = base64.b64encode((folder / "stim_vs_ctrl.png").read_bytes()).decode("ascii")
     assert f'src="data:image/png;base64,{encoded}"' in text
     # An older summary without the method column: PyDESeq2 ran; no composition file: no block.

@@ -104,6 +104,15 @@ def method_note(summary: pd.DataFrame, name: str) -> str:
     )
 
 
+def _log2_ratio_text(value: float) -> str:
+    """A log2 share ratio as the table shows it; +-inf (a type absent from one side) in words."""
+    if value == float("inf"):
+        return "absent in reference"
+    if value == float("-inf"):
+        return "absent in test"
+    return f"{value:.2f}"
+
+
 def composition_part(path, *, alpha: float) -> dict | None:
     """The contrast's composition test (results/composition/<contrast>.tsv and .png), if any."""
     table_path = optional_path(path)
@@ -113,7 +122,7 @@ def composition_part(path, *, alpha: float) -> dict | None:
     shown = table[["group", "share_reference", "share_test", "log2_share_ratio", "padj"]].copy()
     for column in ("share_reference", "share_test"):
         shown[column] = [f"{v:.3f}" for v in shown[column]]
-    shown["log2_share_ratio"] = [f"{v:.2f}" for v in shown["log2_share_ratio"]]
+    shown["log2_share_ratio"] = [_log2_ratio_text(v) for v in shown["log2_share_ratio"]]
     shown["padj"] = [f"{v:.2g}" for v in shown["padj"]]
     called = table.loc[table["padj"] < alpha, "group"].astype(str).tolist()
     return {
