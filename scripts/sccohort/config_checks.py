@@ -63,6 +63,26 @@ def results_folder(results) -> str:
     return posixpath.normpath(text) if text.strip() else text
 
 
+# Placeholders of the shipped SLURM profile (profiles/slurm/config.yaml) a user must replace.
+PROFILE_PLACEHOLDERS = ("YOUR_PARTITION", "YOUR_ACCOUNT")
+
+
+def check_resource_placeholders(default_resources: Iterable[str]) -> None:
+    """InputError when a default resource ("name=value", as Snakemake parsed the profile's
+    default-resources) still holds a placeholder of the shipped SLURM profile: every job would be
+    submitted to a partition or account that does not exist, and sbatch would refuse each one."""
+    for item in default_resources or ():
+        name, _, value = str(item).partition("=")
+        placeholder = next((p for p in PROFILE_PLACEHOLDERS if p in value), None)
+        if placeholder:
+            raise InputError(
+                f"default-resources {name}={value} still holds the SLURM profile's placeholder {placeholder}: "
+                "in profiles/slurm/config.yaml (or your copy of it) replace YOUR_PARTITION with a partition "
+                "of your cluster (sinfo lists them) and YOUR_ACCOUNT with your account (sacctmgr show assoc "
+                "user=$USER), or delete the slurm_account line where the cluster has no accounts."
+            )
+
+
 def check_results_folder(results: str, samples: pd.DataFrame | None = None) -> None:
     """`results` must name a folder below which every output can go: not empty, not /, no braces,
     not inside a sample's input, and no input inside a folder of results the workflow writes."""

@@ -209,3 +209,12 @@ def test_config_files_that_read_as_written_pass(tmp_path):
     merged = tmp_path / "merge.yaml"  # a YAML merge key repeats nothing
     merged.write_text("base: &b {k: 1}\nother:\n  <<: *b\n  j: 2\n")
     config_schema.check_config_file(merged)
+
+
+def test_slurm_profile_placeholders_are_refused():
+    with pytest.raises(InputError, match="slurm_partition=YOUR_PARTITION still holds the SLURM profile's"):
+        config_checks.check_resource_placeholders(["mem_mb=2000", "slurm_partition=YOUR_PARTITION"])
+    with pytest.raises(InputError, match="YOUR_ACCOUNT"):
+        config_checks.check_resource_placeholders(["slurm_account=YOUR_ACCOUNT"])
+    config_checks.check_resource_placeholders(["slurm_partition=short", "mem_mb=2000"])
+    config_checks.check_resource_placeholders(())

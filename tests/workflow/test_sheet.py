@@ -209,6 +209,17 @@ def test_config_file_that_does_not_read_as_written_is_named_with_its_line(tiny_p
     assert not (tiny_project / "results").exists()
 
 
+def test_shipped_slurm_profile_is_refused_until_its_placeholders_are_replaced(tiny_project):
+    """A dry run with profiles/slurm as shipped names the placeholder to replace (sbatch would
+    otherwise refuse every job, on the cluster, one by one)."""
+    profile = str(REPO / "profiles" / "slurm")
+    result = run_workflow(tiny_project, "-n", extra=("--profile", profile), check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "still holds the SLURM profile's placeholder YOUR_PARTITION" in output, output[-2000:]
+    assert not (tiny_project / "results").exists()
+
+
 def test_dry_run_says_what_it_checked(tiny_project):
     """A successful `snakemake -n` lists what the DAG-time checks looked at."""
     result = dry_run(tiny_project)

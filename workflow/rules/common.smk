@@ -39,6 +39,9 @@ try:
     )
     validate(samples, schema="../schemas/samples.schema.yaml", set_default=False)
     config_checks.check_config(config, samples)
+    config_checks.check_resource_placeholders(
+        getattr(workflow.resource_settings.default_resources, "args", None) or ()
+    )
     # Every input's layout, shape, first counts and gene list, read from headers when the DAG is
     # built (snakemake -n catches them). Jobs on cluster nodes re-read the Snakefile; they only
     # repeat the cheap structural probe.
