@@ -189,7 +189,7 @@ def section_de(
     warnings: list,
     report_dir: Path,
 ) -> Markup:
-    """The "Differential expression" section; appends the skipped groups and every group's
+    """The "Differential expression" section; appends one line for the skipped groups and every group's
     caveats to `warnings`."""
     de = config.get("de", {})
     summary_path = optional_path(inputs.de_summary)
@@ -198,7 +198,13 @@ def section_de(
         return render("report_de.html.j2", not_run=reason)
     summary = read_de_summary(summary_path)
     skipped = de_skipped_messages(summary)
-    warnings.extend(skipped)
+    if skipped:  # one line in the run summary; each group's reason is under Skipped groups
+        untested = summary.loc[summary["status"] != "tested"]
+        listed = ", ".join(f"{r.contrast} / {r.group}" for r in untested.itertuples())
+        warnings.append(
+            f"DE: {len(skipped)} group(s) not tested ({listed}); the reasons are under Differential "
+            "expression, Skipped groups."
+        )
     metadata_path = optional_path(inputs.de_metadata)
     context = {
         "top_genes": top_genes,
