@@ -162,12 +162,16 @@ def check_mtx_banner(banner: str, matrix_file: Path) -> None:
     )
 
 
-def read_mtx_counts(matrix_file: Path):
-    """The counts of a Matrix Market file (gzipped or not) as cells x genes CSR, after check_mtx_banner."""
+def open_maybe_gzipped(path: Path, mode: str = "rt"):
+    """`path` opened for reading, through gzip when its name ends in .gz (10x folders hold both)."""
     import gzip
 
-    opener = gzip.open if matrix_file.name.endswith(".gz") else open
-    with opener(matrix_file, "rt") as handle:
+    return (gzip.open if path.name.endswith(".gz") else open)(path, mode)
+
+
+def read_mtx_counts(matrix_file: Path):
+    """The counts of a Matrix Market file (gzipped or not) as cells x genes CSR, after check_mtx_banner."""
+    with open_maybe_gzipped(matrix_file) as handle:
         check_mtx_banner(handle.readline(), matrix_file)
     # scipy reads .mtx and .mtx.gz by name; mtx files are genes x cells.
     return sp.csr_matrix(scipy.io.mmread(str(matrix_file)).T, dtype=np.float32)
@@ -175,10 +179,7 @@ def read_mtx_counts(matrix_file: Path):
 
 def count_lines(path: Path) -> int:
     """Non-blank lines of a text file, gzipped or not (what read_text_table reads as rows)."""
-    import gzip
-
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as handle:
+    with open_maybe_gzipped(path, "rb") as handle:
         return sum(1 for line in handle if line.strip())
 
 

@@ -22,6 +22,7 @@ from .load import (
     count_lines,
     detect_format,
     find_mtx_files,
+    open_maybe_gzipped,
     read_part,
     read_text_table,
     refuse_other_layout,
@@ -167,11 +168,8 @@ def _inspect_mtx(folder: Path) -> InputSummary:
 def _matrix_head(matrix_file: Path) -> tuple[int, int, list[float]]:
     """(genes, cells, the first HEAD_VALUES values) of a Matrix Market file, gzipped or not; its
     header must declare a count matrix and the first entries must lie inside its dimensions."""
-    import gzip
-
-    opener = gzip.open if matrix_file.name.endswith(".gz") else open
     values = []
-    with opener(matrix_file, "rt") as handle:
+    with open_maybe_gzipped(matrix_file) as handle:
         check_mtx_banner(handle.readline(), matrix_file)
         line = handle.readline()
         while line.startswith("%"):
